@@ -1,0 +1,96 @@
+"""A map-style dataset of (image, mask) pairs found by :mod:`medis.data.layouts`.
+
+Each item is a *sample* (the contract of ``shared/ARCHITECTURE.md``)::
+
+    {"image": float32 (3, H, W) in [0, 1], "mask": float32 (1, H, W) in {0, 1},
+     "id": str, "dataset": str}
+
+at the network size when a transform resizes (training, evaluation) and at the ORIGINAL size
+without one (attack mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from medis.data.io import read_pair
+from medis.data.layouts import SamplePaths
+
+Sample = dict[str, Any]
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (H,W,3) image and bool/uint8 (H,W) mask -> float32 (3,H,W) in [0,1], float32 (1,H,W)."""
+    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mask_t = torch.from_numpy(np.ascontiguousarray(mask) > 0).float().unsqueeze(0)
+    return image_t, mask_t
+
+
+class SegmentationDataset(Dataset):
+    """Images and masks from disk, optionally through an albumentations pipeline.
+
+    Args:
+        samples: what :func:`medis.data.layouts.discover` found.
+        transform: applied to ``image`` (uint8 H,W,3) and ``mask`` (uint8 H,W); ``None`` keeps
+            the original size (attack mode).
+        dataset_name: overrides each sample's ``dataset`` field (e.g. ``synthetic_isic``).
+    """
+
+    def __init__(self, samples: Sequence[SamplePaths], transform: A.Compose | None = None,
+                 dataset_name: str | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.dataset_name = dataset_name
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        entry = self.samples[index]
+        image, mask = read_pair(entry.image, entry.mask)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask.astype(np.uint8))
+            image, mask = out["image"], out["mask"]
+        image_t, mask_t = to_tensors(image, mask)
+        return {"image": image_t, "mask": mask_t, "id": entry.id, "dataset": self.dataset_name or entry.dataset}
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the augmentation pipeline (called once per data loader worker)."""
+        if self.transform is not None:
+            self.transform.set_random_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: give each worker's augmentation pipeline its own seed.
+
+    PyTorch seeds worker ``i`` with ``base + i`` where ``base`` comes from the main process's RNG
+    (so it follows ``seed_everything`` and changes every epoch); albumentations keeps a separate
+    random state, which we derive from it.
+    """
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(int(torch.initial_seed() % 2**32))
+
+
+def collate_samples(batch: list[Sample]) -> dict[str, Any]:
+    """Collate samples: images and masks are stacked when all sizes agree, else kept as lists.
+
+    Returns:
+        ``{"image": (B,3,H,W) tensor or list of (3,H_i,W_i), "mask": (B,1,H,W) or list of
+        (1,H_i,W_i), "id": list[str], "dataset": list[str]}``. Attack mode never resizes, so a
+        batch of mixed sizes stays a list.
+    """
+    images = [s["image"] for s in batch]
+    masks = [s["mask"] for s in batch]
+    same = all(img.shape == images[0].shape for img in images)
+    return {
+        "image": torch.stack(images) if same else images,
+        "mask": torch.stack(masks) if same else masks,
+        "id": [s["id"] for s in batch],
+        "dataset": [s["dataset"] for s in batch],
+    }

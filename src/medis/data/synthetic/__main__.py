@@ -1,0 +1,3 @@
+from medis.data.synthetic import main
+
+main()
