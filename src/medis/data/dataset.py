@@ -73,8 +73,11 @@ def seed_worker(worker_id: int) -> None:
     random state, which we derive from it.
     """
     info = get_worker_info()
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(int(torch.initial_seed() % 2**32))
+    dataset = info.dataset if info is not None else None
+    while dataset is not None and not hasattr(dataset, "reseed"):
+        dataset = getattr(dataset, "dataset", None)  # unwrap Subset and similar wrappers
+    if dataset is not None:
+        dataset.reseed(int(torch.initial_seed() % 2**32))
 
 
 def collate_samples(batch: list[Sample]) -> dict[str, Any]:
