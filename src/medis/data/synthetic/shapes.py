@@ -84,9 +84,12 @@ class StarShape:
         v = (-dx * sin + dy * cos) / self.aspect
         rho = np.hypot(u, v)
         theta = np.arctan2(v, u)
-        wobble = (self.amplitudes[:, None, None]
-                  * np.cos(self.orders[:, None, None] * theta[None] + self.phases[:, None, None])).sum(0)
-        r = self.radius * np.maximum(1.0 + wobble, 0.35)
+        # r(θ) tabulated once on a fine grid (4096 angles) and interpolated: the same field defines
+        # both the drawing and the mask, so the mask stays exact.
+        grid = np.linspace(-np.pi, np.pi, 4097, dtype=np.float32)
+        wobble = (self.amplitudes[:, None] * np.cos(self.orders[:, None] * grid[None] + self.phases[:, None])).sum(0)
+        table = self.radius * np.maximum(1.0 + wobble, 0.35)
+        r = np.interp(theta, grid, table)
         return (rho / r).astype(np.float32)
 
 
