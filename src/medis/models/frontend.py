@@ -1,0 +1,213 @@
+"""The differentiable victim: preprocessing moved INTO the autograd graph.
+
+MedIS (Shukla, Gupta, Gupta, Multimedia Tools and Applications 2023) attacks the image in [0, 1]
+at its ORIGINAL size. A data loader that resizes with PIL and normalises before the model hides
+those steps from the gradient; :class:`Victim` does them in the graph instead:
+
+    x in [0,1] (B,3,H,W) -> bilinear resize to the network size -> (x - mean) / std -> model
+    -> each side output (logits) bilinearly resized back to the mask size (H, W)
+    -> fused probability map P (B,1,H,W)
+
+Fusion of the side outputs (``fusion``):
+
+- ``paper``: sigmoid of each side output, min-max normalised per image,
+  ``p <- (p - min p) / (max p - min p + 1e-8)``, then the mean of the maps (MedIS notebooks,
+  following PraNet's test script);
+- ``clean``: mean of the side logits, then sigmoid (a proper probability; no per-image rescaling);
+- ``last``: sigmoid of the last (finest) side output only, as PraNet's own evaluation uses.
+
+Other non-differentiable steps get the same treatment (the paper's "replace non-differentiable
+layers with differentiable approximations"):
+
+- a hard threshold ``x > t`` becomes a steep sigmoid :func:`soft_threshold`;
+- an argmax over classes becomes a softmax (:func:`soft_argmax_onehot`, with a temperature);
+- anything else (JPEG, quantisation, median filters, ...) keeps its exact forward value and gets an
+  approximate backward pass through :class:`BPDA` (Athalye et al., "Obfuscated Gradients Give a
+  False Sense of Security", ICML 2018): identity by default, or the gradient of a differentiable
+  surrogate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Fusion = Literal["paper", "clean", "last"]
+FUSIONS = ("paper", "clean", "last")
+MINMAX_EPS = 1e-8
+
+
+@dataclass
+class VictimOutput:
+    """What the victim returns for a batch, everything at MASK size (H, W).
+
+    Attributes:
+        side_logits: one (B, 1, H, W) logit map per side output (PraNet: maps 5, 4, 3, 2).
+        prob: fused probability map (B, 1, H, W) in [0, 1] (see the module docstring).
+        side_probs: (B, 1, H, W) per side output as fused (``paper``: min-max normalised sigmoids;
+            otherwise plain sigmoids).
+    """
+
+    side_logits: tuple[torch.Tensor, ...]
+    prob: torch.Tensor
+    side_probs: tuple[torch.Tensor, ...]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The binary prediction: ``prob`` rounded at 0.5, (B, 1, H, W) float."""
+        return (self.prob > 0.5).float()
+
+
+def minmax_per_image(p: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
+    """(p - min) / (max - min + eps) with min/max over each image's pixels. (B, C, H, W) -> same."""
+    flat = p.flatten(1)
+    low = flat.min(dim=1).values.view(-1, *([1] * (p.dim() - 1)))
+    high = flat.max(dim=1).values.view(-1, *([1] * (p.dim() - 1)))
+    return (p - low) / (high - low + eps)
+
+
+def fuse_side_outputs(side_logits: Sequence[torch.Tensor], fusion: Fusion) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Fuse side logit maps (each (B,1,H,W)) into a probability map; see the module docstring.
+
+    Returns:
+        (fused probability (B,1,H,W), per-side probabilities as used by the fusion).
+    """
+    if fusion == "paper":
+        probs = tuple(minmax_per_image(torch.sigmoid(z)) for z in side_logits)
+        return torch.stack(probs).mean(0), probs
+    probs = tuple(torch.sigmoid(z) for z in side_logits)
+    if fusion == "clean":
+        return torch.sigmoid(torch.stack(tuple(side_logits)).mean(0)), probs
+    if fusion == "last":
+        return probs[-1], probs
+    raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+
+
+class Victim(nn.Module):
+    """A segmentation model as a differentiable function of the [0, 1] image at original size.
+
+    Args:
+        model: maps a normalised (B, 3, S, S) batch to one logit map (B, 1, S, S) or a tuple of them.
+        size: network input size S (int, or (height, width)).
+        mean, std: per-channel normalisation (ImageNet by default).
+        fusion: ``paper``, ``clean`` or ``last`` (see the module docstring).
+        antialias: antialiased bilinear downscaling (closer to PIL's resize, which PraNet's loaders
+            use); off by default, as in a plain ``F.interpolate``.
+    """
+
+    def __init__(self, model: nn.Module, size: int | tuple[int, int] = 352,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 fusion: Fusion = "paper", antialias: bool = False) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.model = model
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.fusion = fusion
+        self.antialias = antialias
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) resized (bilinear) and normalised, in the graph."""
+        if tuple(images.shape[-2:]) != self.size:
+            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False,
+                                   antialias=self.antialias)
+        return (images - self.mean) / self.std
+
+    def side_logits(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:
+        """The model's side outputs as logits resized (bilinear) to ``out_size`` (default: input size)."""
+        out = self.model(self.preprocess(images))
+        maps = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+        return tuple(
+            m if tuple(m.shape[-2:]) == target else F.interpolate(m, size=target, mode="bilinear", align_corners=False)
+            for m in maps)
+
+    def forward(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> VictimOutput:
+        """Predict on a batch of same-size images.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1] at original size.
+            out_size: mask size (default (H, W)).
+
+        Returns:
+            A :class:`VictimOutput` at mask size.
+        """
+        logits = self.side_logits(images, out_size)
+        prob, probs = fuse_side_outputs(logits, self.fusion)
+        return VictimOutput(logits, prob, probs)
+
+    def forward_list(self, images: Sequence[torch.Tensor]) -> list[VictimOutput]:
+        """Predict on images of mixed sizes with ONE network pass: each (3, H_i, W_i) is resized to
+        the network size, the batch runs once, and each output returns to its own size."""
+        batch = torch.cat([self.preprocess(img.unsqueeze(0)) for img in images])
+        out = self.model(batch)
+        maps = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        results = []
+        for i, img in enumerate(images):
+            size = tuple(img.shape[-2:])
+            logits = tuple(F.interpolate(m[i:i + 1], size=size, mode="bilinear", align_corners=False) for m in maps)
+            prob, probs = fuse_side_outputs(logits, self.fusion)
+            results.append(VictimOutput(logits, prob, probs))
+        return results
+
+    def freeze(self) -> "Victim":
+        """Inference mode for attacks: eval() (batch norm, dropout) and no gradient for the weights."""
+        self.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        return self
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``exact``; backward: the gradient of ``surrogate`` (already evaluated)."""
+
+    @staticmethod
+    def forward(ctx, exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        return exact
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, grad
+
+
+class BPDA(nn.Module):
+    """Backward Pass Differentiable Approximation (Athalye et al., ICML 2018).
+
+    Wraps a non-differentiable function ``fn``: the forward value is exactly ``fn(x)``; the backward
+    pass is that of ``surrogate(x)`` (identity when ``None``, the usual choice for preprocessing
+    that roughly preserves the image such as JPEG or quantisation).
+
+    Args:
+        fn: the non-differentiable function, (any shape) -> same shape as ``surrogate(x)``.
+        surrogate: a differentiable approximation of ``fn``; identity by default.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor],
+                 surrogate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.fn = fn
+        self.surrogate = surrogate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            exact = self.fn(x)
+        approx = x if self.surrogate is None else self.surrogate(x)
+        return _StraightThrough.apply(exact, approx)
+
+
+def soft_threshold(x: torch.Tensor, threshold: float = 0.5, steepness: float = 50.0) -> torch.Tensor:
+    """Differentiable ``x > threshold``: ``sigmoid(steepness * (x - threshold))``, same shape."""
+    return torch.sigmoid(steepness * (x - threshold))
+
+
+def soft_argmax_onehot(logits: torch.Tensor, dim: int = 1, temperature: float = 1.0) -> torch.Tensor:
+    """Differentiable one-hot argmax over ``dim``: ``softmax(logits / temperature)``, same shape."""
+    return torch.softmax(logits / temperature, dim=dim)
