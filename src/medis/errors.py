@@ -27,6 +27,21 @@ class ConfigError(MedisError):
     """A configuration value is missing or out of its valid range."""
 
 
+def one_line(err: BaseException) -> str:
+    """The user-facing line of an error.
+
+    A DataLoader worker re-raises our error in the main process with the worker's whole traceback
+    as its message ("Caught DataError in DataLoader worker process 0. Original Traceback ...");
+    the line that matters is the last one, ``medis.errors.DataError: <message>``.
+    """
+    text = str(err).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1].strip()
+    name = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last[len(name):] if last.startswith(name) else last
+
+
 def exit_on_user_error(func: F) -> F:
     """Wrap a CLI ``main``: a :class:`MedisError` becomes ``error: ...`` on stderr and exit code 2."""
 
@@ -35,7 +50,7 @@ def exit_on_user_error(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MedisError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
