@@ -144,6 +144,15 @@ class PraNet(nn.Module):
         self.ra2_conv3 = BasicConv2d(ra_width, ra_width, kernel_size=3, padding=1)
         self.ra2_conv4 = BasicConv2d(ra_width, 1, kernel_size=3, padding=1)
 
+    @staticmethod
+    def _refine(coarse: torch.Tensor, features: torch.Tensor, convs: tuple[BasicConv2d, ...]) -> torch.Tensor:
+        """One reverse-attention branch: erase ``coarse`` from ``features``, then the first conv (no
+        ReLU), the middle convs (each followed by ReLU), the last conv (no ReLU), plus ``coarse``."""
+        y = convs[0](_reverse_attention(coarse, features))
+        for conv in convs[1:-1]:
+            y = F.relu(conv(y))
+        return convs[-1](y) + coarse
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Side outputs of a normalised batch.
 
@@ -162,25 +171,13 @@ class PraNet(nn.Module):
         map5 = _resize(ra5_feat, 8)
 
         crop4 = _resize(ra5_feat, 0.25)
-        y = self.ra4_conv1(_reverse_attention(crop4, x4))
-        y = F.relu(self.ra4_conv2(y))
-        y = F.relu(self.ra4_conv3(y))
-        y = F.relu(self.ra4_conv4(y))
-        y = self.ra4_conv5(y) + crop4
+        y = self._refine(crop4, x4, (self.ra4_conv1, self.ra4_conv2, self.ra4_conv3, self.ra4_conv4, self.ra4_conv5))
         map4 = _resize(y, 32)
-
         crop3 = _resize(y, 2)
-        y = self.ra3_conv1(_reverse_attention(crop3, x3))
-        y = F.relu(self.ra3_conv2(y))
-        y = F.relu(self.ra3_conv3(y))
-        y = self.ra3_conv4(y) + crop3
+        y = self._refine(crop3, x3, (self.ra3_conv1, self.ra3_conv2, self.ra3_conv3, self.ra3_conv4))
         map3 = _resize(y, 16)
-
         crop2 = _resize(y, 2)
-        y = self.ra2_conv1(_reverse_attention(crop2, x2))
-        y = F.relu(self.ra2_conv2(y))
-        y = F.relu(self.ra2_conv3(y))
-        y = self.ra2_conv4(y) + crop2
+        y = self._refine(crop2, x2, (self.ra2_conv1, self.ra2_conv2, self.ra2_conv3, self.ra2_conv4))
         map2 = _resize(y, 8)
         return map5, map4, map3, map2
 
