@@ -1,0 +1,1 @@
+"""Lightning shells around the pure-PyTorch library: training and attack modules, callbacks."""

@@ -1,0 +1,50 @@
+"""Lightning callbacks: a gallery of validation predictions each epoch, and the end-of-training report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
+
+
+def prediction_grid(images: torch.Tensor, masks: torch.Tensor, probs: torch.Tensor) -> np.ndarray:
+    """One row per sample: image, ground truth, predicted probability (gray), prediction contour-free.
+
+    Args:
+        images: (N, 3, H, W) in [0, 1]; masks, probs: (N, 1, H, W) in [0, 1].
+
+    Returns:
+        uint8 (N*H, 3*W, 3).
+    """
+    def gray(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(-1, 3, -1, -1)
+
+    tiles = torch.cat([images, gray(masks), gray(probs)], dim=3)  # (N, 3, H, 3W)
+    rows = torch.cat(list(tiles), dim=1)  # (3, N*H, 3W)
+    return (rows.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+class ValidationPredictions(pl.Callback):
+    """After each validation epoch, write the module's kept examples (``val_examples``) as a PNG
+    grid under ``<dirpath>/epoch_NNN.png`` and, when a W&B logger is attached, as a W&B image."""
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        self.dirpath = dirpath
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        examples = getattr(pl_module, "val_examples", None)
+        if trainer.sanity_checking or not examples or not trainer.is_global_zero:
+            return
+        grid = prediction_grid(examples["image"].float(), examples["mask"].float(), examples["prob"].float())
+        if self.dirpath:
+            out = Path(self.dirpath) / f"epoch_{trainer.current_epoch:03d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(grid).save(out)
+        caption = "rows: " + ", ".join(examples["id"]) + " | columns: image, ground truth, prediction"
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/predictions", images=[grid], caption=[caption], step=trainer.global_step)

@@ -1,0 +1,160 @@
+"""Training a segmentation network with PraNet's recipe (Fan et al., MICCAI 2020).
+
+The recipe, as PraNet's ``MyTrain.py`` runs it, is the default:
+
+- structure loss (:func:`medis.losses.structure_loss`, weights really applied) summed over all
+  side outputs;
+- multi-scale training: for each batch and each rate in ``scales`` (0.75, 1, 1.25) the batch is
+  resized (bilinear, ``align_corners=True``, masks too) to ``round(size·rate/32)·32`` and gets its
+  OWN optimiser step, so a batch makes ``len(scales)`` steps (manual optimisation);
+- gradient clipping at 0.5 by value (PraNet's ``clip_gradient`` clamps each gradient entry);
+- Adam at lr 1e-4 with step decay (``StepLR``; PraNet: ×0.1 every 50 epochs), both from config as
+  ``_partial_`` callables;
+- validation: per-image Dice, IoU and the ISIC thresholded Jaccard, macro-averaged (torchmetrics),
+  on the prediction of ``val_fusion`` (``last``: PraNet's finest side output).
+
+Images arrive in [0, 1] at the network size; ImageNet normalisation happens here, in the graph, as
+in :class:`medis.models.frontend.Victim`. The network is ``self.model``, so checkpoint keys are
+``model.<key>`` (what :func:`medis.models.checkpoints.load_weights` expects).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medis.errors import ConfigError
+from medis.lightning.overlap_metric import PerImageOverlap
+from medis.losses.structure import structure_loss
+from medis.models.frontend import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, Fusion, fuse_side_outputs
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def multiscale_size(size: int, rate: float) -> int:
+    """PraNet's rounding of a rescaled training size to a multiple of 32 (at least 32)."""
+    return max(32, int(round(size * rate / 32) * 32))
+
+
+def _as_tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+class SegmentationModule(pl.LightningModule):
+    """LightningModule that trains ``net`` with PraNet's recipe (see the module docstring).
+
+    Args:
+        net: maps a normalised (B, 3, S, S) batch to one logit map or a tuple of side outputs.
+        optimizer: ``functools.partial`` of an optimiser class (Hydra ``_partial_: true``).
+        scheduler: partial of an epoch-wise LR scheduler, or ``None``.
+        scales: multi-scale training rates (one optimiser step each).
+        grad_clip: gradient clipping value (``None`` or 0 disables it).
+        grad_clip_algorithm: ``value`` (PraNet) or ``norm``.
+        val_fusion: how side outputs become the validation prediction (``last``, ``clean``, ``paper``).
+        paper_bce: PraNet's unweighted BCE term in the structure loss.
+        num_val_examples: validation samples kept each epoch for the prediction gallery.
+        mean, std: normalisation.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
+                 scales: Sequence[float] = (0.75, 1.0, 1.25), grad_clip: float | None = 0.5,
+                 grad_clip_algorithm: str = "value", val_fusion: Fusion = "last", paper_bce: bool = False,
+                 num_val_examples: int = 4, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        if not scales or any(rate <= 0 for rate in scales):
+            raise ConfigError(f"module.scales must be positive rates, got {list(scales)}")
+        if val_fusion not in FUSIONS:
+            raise ConfigError(f"module.val_fusion must be one of {FUSIONS}, got {val_fusion!r}")
+        if grad_clip_algorithm not in ("value", "norm"):
+            raise ConfigError(f"module.grad_clip_algorithm must be 'value' or 'norm', got {grad_clip_algorithm!r}")
+        self.automatic_optimization = False
+        # plain Python values only, so that checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters({
+            "scales": [float(rate) for rate in scales], "grad_clip": None if grad_clip is None else float(grad_clip),
+            "grad_clip_algorithm": str(grad_clip_algorithm), "val_fusion": str(val_fusion),
+            "paper_bce": bool(paper_bce), "num_val_examples": int(num_val_examples),
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std]})
+        self.model = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scales = tuple(float(rate) for rate in scales)
+        self.grad_clip = grad_clip
+        self.grad_clip_algorithm = grad_clip_algorithm
+        self.val_fusion = val_fusion
+        self.paper_bce = paper_bce
+        self.num_val_examples = num_val_examples
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.val_overlap = PerImageOverlap()
+        self.val_examples: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ model
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, 3, S, S) in [0, 1] -> side output logits, each (B, 1, S, S)."""
+        return _as_tuple(self.model((images - self.mean) / self.std))
+
+    def loss(self, side_logits: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        """Structure loss summed over side outputs, averaged over the batch (a scalar)."""
+        return sum(structure_loss(z, masks, paper_bce=self.paper_bce).mean() for z in side_logits)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, masks = batch["image"], batch["mask"]
+        optimizer = self.optimizers()
+        size = images.shape[-1]
+        losses = {}
+        for rate in self.scales:
+            target = multiscale_size(size, rate)
+            x, m = images, masks
+            if target != size:
+                x = F.interpolate(images, size=(target, target), mode="bilinear", align_corners=True)
+                m = F.interpolate(masks, size=(target, target), mode="bilinear", align_corners=True)
+            loss = self.loss(self(x), m)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            if self.grad_clip:
+                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip,
+                                    gradient_clip_algorithm=self.grad_clip_algorithm)
+            optimizer.step()
+            losses[rate] = loss.detach()
+        main = losses.get(1.0, next(iter(losses.values())))
+        self.log("train/loss", main, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0])
+        return main
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images, masks = batch["image"], batch["mask"]
+        side = self(images)
+        prob, _ = fuse_side_outputs(side, self.val_fusion)
+        self.val_overlap.update(prob > 0.5, masks > 0.5)
+        self.log("val/loss", self.loss(side, masks), on_epoch=True, batch_size=images.shape[0])
+        if batch_idx == 0 and self.num_val_examples:
+            keep = slice(0, self.num_val_examples)
+            self.val_examples = {"image": images[keep].detach().cpu(), "mask": masks[keep].detach().cpu(),
+                                 "prob": prob[keep].detach().cpu(), "id": batch["id"][keep]}
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_overlap.compute()
+        self.log("val/dice", scores["dice"], prog_bar=True)
+        self.log("val/iou", scores["iou"])
+        self.log("val/jaccard_thresholded", scores["jaccard_thresholded"])
+        self.val_overlap.reset()
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
+                                                         "interval": "epoch"}}

@@ -1,0 +1,89 @@
+"""What ``train.py`` runs: compose the pieces of a training run from a Hydra config and fit.
+
+Order: seed everything (and log the seed) -> data module -> network -> Res2Net ImageNet weights
+(``backbone_weights``) -> transfer weights (``init_from``: the official PraNet checkpoint or one of
+ours) -> SegmentationModule -> callbacks, loggers (a CSV logger is always added) -> Trainer.fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from medis.models.checkpoints import load_weights
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group node that has a ``_target_``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The configured loggers, plus a CSVLogger in the run folder when none is configured."""
+    loggers = _instantiate_all(cfg.get("logger"))
+    if not any(isinstance(logger, CSVLogger) for logger in loggers):
+        loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
+    return loggers
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured (see ``conf/train.yaml``).
+
+    Returns:
+        ``{"best_val_dice", "best_checkpoint", "last_checkpoint", "metrics"}``; ``best_val_dice`` is
+        ``None`` when no validation ran.
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model.net)
+    if cfg.get("backbone_weights"):
+        load_weights(net, cfg.backbone_weights, kind="backbone")
+        log.info("loaded backbone weights from %s", cfg.backbone_weights)
+    if cfg.get("init_from"):
+        kind = load_weights(net, cfg.init_from)
+        log.info("initialised the network from %s (%s checkpoint)", cfg.init_from, kind)
+    module = instantiate(cfg.module, net=net)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()  # each job of a multirun gets its own W&B run
+    return _report(trainer)
+
+
+def _report(trainer: pl.Trainer) -> dict[str, Any]:
+    """Print and return the run's final numbers."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    result = {
+        "best_val_dice": float(best) if best is not None else metrics.get("val/dice"),
+        "best_checkpoint": checkpoint.best_model_path if checkpoint is not None else None,
+        "last_checkpoint": checkpoint.last_model_path if checkpoint is not None else None,
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val/dice", "val/iou", "val/jaccard_thresholded")
+                          if k in metrics)
+        print(f"final: {shown or 'no validation metrics'}")
+        if result["best_val_dice"] is not None:
+            print(f"best val/dice {result['best_val_dice']:.4f}; checkpoint: {result['best_checkpoint'] or '-'}")
+    return result

@@ -1,0 +1,21 @@
+"""Train a segmentation network with PraNet's recipe: ``python train.py [group=option] [key=value]``.
+
+Configs: conf/train.yaml; the work happens in medis.lightning.training.run_training.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from medis.errors import exit_on_user_error
+from medis.lightning.training import run_training
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the best validation Dice (for sweepers)."""
+    return run_training(cfg)["best_val_dice"]
+
+
+if __name__ == "__main__":
+    main()
