@@ -69,6 +69,8 @@ def test_multirun_gives_separate_runs_and_wandb_folders(tmp_path: Path) -> None:
     for job, seed in zip(jobs, (1, 2)):
         offline = only("wandb/offline-run-*", job)
         run_ids.add(offline.name.rsplit("-", 1)[-1])
+        assert list(offline.glob("files/media/images/val/predictions_*.png"))  # the W&B prediction gallery
+        assert list((job / "predictions").glob("epoch_*.png"))
         metrics = (job / "csv" / "metrics.csv").read_text()
         assert "val/dice" in metrics.splitlines()[0]
         assert f"seed: {seed}" in (job / ".hydra" / "config.yaml").read_text()
