@@ -43,3 +43,94 @@ def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def thresholded_jaccard(iou: torch.Tensor, threshold: float = ISIC_JACCARD_THRESHOLD) -> torch.Tensor:
     """ISIC 2018's score: IoU where IoU >= threshold, else 0. (B,) -> (B,)."""
     return torch.where(iou >= threshold, iou, torch.zeros_like(iou))
+
+
+def two_class_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean IoU over the two classes (foreground, background), one value per image.
+
+    The NaN-mean over the classes present: a class absent from both masks contributes nothing (as
+    the MedIS notebooks' sklearn-style mean IoU does).
+
+    Args:
+        pred, target: (B, ...) binary masks, foreground where nonzero.
+
+    Returns:
+        (B,) float32.
+    """
+    p, t = _flat(pred), _flat(target)
+    fg_inter = (p & t).sum(1).float()
+    fg_union = (p | t).sum(1).float()
+    bg_inter = (~p & ~t).sum(1).float()
+    bg_union = (~p | ~t).sum(1).float()
+    fg = fg_inter / fg_union.clamp_min(1)
+    bg = bg_inter / bg_union.clamp_min(1)
+    present = (fg_union > 0).float() + (bg_union > 0).float()
+    return (fg * (fg_union > 0) + bg * (bg_union > 0)) / present
+
+
+def paper_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The MedIS notebooks' "mIoU": :func:`two_class_miou` rounded to 3 decimals. (B, ...) -> (B,)."""
+    return torch.round(two_class_miou(pred, target) * 1000.0) / 1000.0
+
+
+def uniform(mask: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,) bool: the mask is all foreground or all background."""
+    m = _flat(mask)
+    return m.all(1) | ~m.any(1)
+
+
+def present_class_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of the class a uniform target holds (foreground IoU for an all-foreground target,
+    background IoU for an all-background one): the clean counterpart of the paper's ×2 correction.
+    (B, ...) -> (B,); for a non-uniform target this is the foreground IoU."""
+    p, t = _flat(pred), _flat(target)
+    all_background = ~t.any(1)
+    fg = iou_per_image(p, t)
+    bg = iou_per_image(~p, ~t)
+    return torch.where(all_background, bg, fg)
+
+
+def target_score(pred: torch.Tensor, target: torch.Tensor, mode: str = "clean",
+                 double_uniform: bool = False) -> torch.Tensor:
+    """The score the attack records against its reference (ground truth or target).
+
+    ``paper``: :func:`paper_miou`, doubled where ``double_uniform`` (the paper's ×2 correction for
+    all-white/all-black targets; it can exceed 1). ``clean``: :func:`two_class_miou`, replaced by
+    :func:`present_class_iou` wherever the reference is uniform (one class absent). (B, ...) -> (B,).
+    """
+    if mode == "paper":
+        score = paper_miou(pred, target)
+        return score * 2.0 if double_uniform else score
+    return torch.where(uniform(target), present_class_iou(pred, target), two_class_miou(pred, target))
+
+
+def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+    """True L∞ and L2 norms of ``adversarial - clean`` per image, in the [0, 1] scale and in 1/255 units.
+
+    Args:
+        adversarial, clean: (B, C, H, W) in [0, 1].
+
+    Returns:
+        ``{"linf", "l2", "linf_255", "l2_255"}``, each (B,).
+    """
+    delta = (adversarial - clean).reshape(adversarial.shape[0], -1).float()
+    linf = delta.abs().amax(1)
+    l2 = delta.norm(p=2, dim=1)
+    return {"linf": linf, "l2": l2, "linf_255": linf * 255.0, "l2_255": l2 * 255.0}
+
+
+def ssim_psnr(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM (Wang et al., IEEE TIP 2004; Gaussian 11x11, σ 1.5) and PSNR (dB) per image, data range 1.
+
+    Args:
+        adversarial, clean: (B, C, H, W) in [0, 1].
+
+    Returns:
+        (ssim (B,), psnr (B,)); PSNR is +inf for identical images.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    a, c = adversarial.float(), clean.float()
+    ssim = structural_similarity_index_measure(a, c, data_range=1.0, reduction="none")
+    psnr = peak_signal_noise_ratio(a, c, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return ssim, psnr

@@ -1,0 +1,1 @@
+"""Attacks: the iterative engine, update rules, targets, success and stop criteria."""

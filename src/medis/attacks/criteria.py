@@ -1,0 +1,89 @@
+"""Success and stop rules of the MedIS attack (Shukla, Gupta, Gupta, 2023; ``shared/SPEC.md`` §4).
+
+Each record is a score of the current prediction against the reference: mIoU with the ground truth
+(untargeted: the attacker wants it LOW) or with the target (targeted: HIGH).
+
+- stop: untargeted score <= 0.2; targeted score >= 0.95 (the attack stops iterating);
+- success: untargeted score <= 0.5; targeted score >= 0.45 (judged on the corrected score: the
+  paper doubles the mIoU of all-white/all-black targets).
+
+Bookkeeping (``mode``):
+
+- ``paper`` (the notebooks): each iteration first evaluates the current image, records it, stops if
+  the stop rule holds, else updates. Record k (1-based) describes the image after k−1 updates; the
+  image after the last update is never evaluated; distortion = k of the first successful record.
+  The recorded score is the raw paper mIoU; stop uses it, success uses the corrected one.
+- ``clean``: records after every update including the last, indexed by the number of updates
+  (0 = clean image); distortion = that number. One score serves stop and success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from medis.errors import ConfigError
+
+MODES = ("clean", "paper")
+DEFAULT_STOP = {False: 0.2, True: 0.95}      # keyed by targeted
+DEFAULT_SUCCESS = {False: 0.5, True: 0.45}
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Thresholds and bookkeeping of one attack.
+
+    Attributes:
+        targeted: reaching a target (scores must rise) or escaping the ground truth (must fall).
+        mode: ``clean`` or ``paper`` bookkeeping (see the module docstring).
+        steps: maximum number of updates T.
+        stop_threshold, success_threshold: ``None`` for the paper's defaults.
+    """
+
+    targeted: bool
+    mode: str = "clean"
+    steps: int = 10
+    stop_threshold: float | None = None
+    success_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"attack.mode={self.mode!r} must be one of {MODES}")
+        if self.steps < 1:
+            raise ConfigError(f"attack.steps must be >= 1, got {self.steps}")
+
+    @property
+    def stop_at(self) -> float:
+        return DEFAULT_STOP[self.targeted] if self.stop_threshold is None else self.stop_threshold
+
+    @property
+    def success_at(self) -> float:
+        return DEFAULT_SUCCESS[self.targeted] if self.success_threshold is None else self.success_threshold
+
+    @property
+    def records(self) -> int:
+        """Number of records at most: T (paper) or T + 1 (clean, the clean image included)."""
+        return self.steps if self.mode == "paper" else self.steps + 1
+
+    @property
+    def first_index(self) -> int:
+        """Index of the first record in distortion units: 1 (paper) or 0 (clean)."""
+        return 1 if self.mode == "paper" else 0
+
+    def reached(self, score: torch.Tensor, threshold: float) -> torch.Tensor:
+        """(R,) bool: the score is on the attacker's side of ``threshold``."""
+        return score >= threshold if self.targeted else score <= threshold
+
+    def stops(self, raw_score: torch.Tensor) -> torch.Tensor:
+        """(R,) bool: the stop rule holds for the recorded (raw) scores."""
+        return self.reached(raw_score, self.stop_at)
+
+    def succeeds(self, corrected_score: torch.Tensor) -> torch.Tensor:
+        """(R,) bool: the success rule holds for the corrected scores."""
+        return self.reached(corrected_score, self.success_at)
+
+    def may_update(self, record: int) -> bool:
+        """Whether an update follows record ``record`` (0-based position in the loop). The paper's
+        last update is skipped: the notebooks never evaluate its result, so it changes nothing."""
+        return record < self.records - 1

@@ -1,0 +1,321 @@
+"""The batched multi-loss iterative attack: every (image, loss) pair is a replica of ONE batch.
+
+MedIS (Shukla, Gupta, Gupta, Multimedia Tools and Applications 2023) attacks one image with one
+surrogate loss at a time. Here B images × K losses become B·K replicas that step together:
+
+- one forward pass per record step for all active replicas (in chunks of ``max_batch``), the
+  score of each recorded, then the input gradient of each replica's own loss (losses are per
+  sample, so one backward serves the whole chunk; gradients only w.r.t. the input: the model is
+  in eval mode and its parameters are frozen for the duration);
+- a replica leaves the batch the moment its stop rule holds (compaction): no forward or backward
+  is spent on it afterwards; the boolean ``active`` mask is the one thing read back to the host
+  per step;
+- ``fusion_only``: once an image has succeeded with some loss at record s, its other losses stop,
+  since they can no longer win the parallel fusion (fewest steps first); the fused table is
+  unchanged, the per-loss table then shows those losses as not successful (``pruned``).
+
+Success/stop rules and the two bookkeeping modes are in :mod:`medis.attacks.criteria`; update
+rules in :mod:`medis.attacks.updates`; one record per (image, loss) is returned, the flat table that
+:mod:`medis.fusion` turns into ASR and distortion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from medis.attacks.criteria import Criteria
+from medis.attacks.updates import UpdateConfig, random_start, step
+from medis.errors import ConfigError
+from medis.losses import LossContext, build_loss
+from medis.metrics import perturbation_norms, ssim_psnr, target_score
+from medis.models.frontend import VictimOutput
+
+LossFn = Callable[[VictimOutput, torch.Tensor, LossContext], torch.Tensor]
+UNIFORM_TARGETS = ("white", "black")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Everything the engine needs besides the victim, the images and the losses.
+
+    Attributes:
+        mode: ``clean`` or ``paper`` (bookkeeping, loss forms; see :mod:`medis.attacks.criteria`).
+        steps: maximum number of updates T (MedIS: 10).
+        update: the update rule (MedIS: sign steps of 1/255, no projection).
+        targeted: descend toward a target instead of ascending away from the ground truth.
+        target_kind: label of the reference in the records (``untargeted``, ``random``, ``white``...);
+            in paper mode ``white``/``black`` turn on the ×2 correction of the success score.
+        stop_threshold, success_threshold: ``None``: the paper's (0.2/0.95 and 0.5/0.45).
+        max_batch: most replicas per forward pass (``None``: all active replicas at once).
+        compaction: finished replicas leave the batch (off only to check that it changes nothing).
+        fusion_only: stop an image's other losses once one has succeeded (see the module docstring).
+        keep_images: return the chosen adversarial image of every replica.
+        seed: random start.
+    """
+
+    mode: str = "clean"
+    steps: int = 10
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    targeted: bool = False
+    target_kind: str | None = None
+    stop_threshold: float | None = None
+    success_threshold: float | None = None
+    max_batch: int | None = None
+    compaction: bool = True
+    fusion_only: bool = False
+    keep_images: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ConfigError(f"attack.max_batch must be >= 1 or null, got {self.max_batch}")
+
+    @property
+    def criteria(self) -> Criteria:
+        return Criteria(self.targeted, self.mode, self.steps, self.stop_threshold, self.success_threshold)
+
+    @property
+    def kind(self) -> str:
+        return self.target_kind or ("random" if self.targeted else "untargeted")
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns.
+
+    Attributes:
+        records: one dict per (image, loss), in image order then loss order (see :func:`run_attack`).
+        adversarial: ``{(image_id, loss): (3, H, W)}`` chosen adversarial images (``keep_images``).
+        forward_replicas: replica forward passes run; ``backward_replicas``: replica backward passes.
+    """
+
+    records: list[dict]
+    adversarial: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    forward_replicas: int = 0
+    backward_replicas: int = 0
+
+    def extend(self, other: "AttackResult") -> None:
+        self.records.extend(other.records)
+        self.adversarial.update(other.adversarial)
+        self.forward_replicas += other.forward_replicas
+        self.backward_replicas += other.backward_replicas
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; the previous state is restored."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _rows(out: VictimOutput, rows: torch.Tensor) -> VictimOutput:
+    return VictimOutput(tuple(z[rows] for z in out.side_logits), out.prob[rows], tuple(p[rows] for p in out.side_probs))
+
+
+def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn], mode: str) -> dict[str, LossFn]:
+    if isinstance(losses, Mapping):
+        resolved = dict(losses)
+    else:
+        resolved = {name: build_loss(name, mode) for name in losses}
+    if not resolved:
+        raise ConfigError("the attack needs at least one loss")
+    return resolved
+
+
+class _Replicas:
+    """State of the B·K replicas of one same-size batch (image-major: r = b·K + k)."""
+
+    def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, config: AttackConfig) -> None:
+        batch = images.shape[0]
+        self.count = batch * n_losses
+        device = images.device
+        self.x0 = images.detach().repeat_interleave(n_losses, 0)
+        self.reference = references  # (R, 1, H, W)
+        self.image_of = torch.arange(batch).repeat_interleave(n_losses)          # host
+        self.loss_of = torch.arange(n_losses).repeat(batch)                       # host
+        generator = torch.Generator().manual_seed(config.seed)
+        self.x = random_start(self.x0, config.update, generator)
+        self.momentum = torch.zeros_like(self.x0) if config.update.rule == "mifgsm" else None
+        self.direction = torch.full((self.count,), -1.0 if config.targeted else 1.0, device=device)
+        records = config.criteria.records
+        self.trajectory = torch.full((self.count, records), float("nan"), device=device)
+        self.success_at = torch.full((self.count,), -1, dtype=torch.long, device=device)
+        self.success_score = torch.full((self.count,), float("nan"), device=device)
+        self.last_score = torch.full((self.count,), float("nan"), device=device)
+        self.chosen = self.x0.clone()
+        self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
+
+
+def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Tensor,
+                      references: torch.Tensor, loss_fns: dict[str, LossFn], config: AttackConfig,
+                      ids: Sequence[str], dataset: str) -> AttackResult:
+    criteria = config.criteria
+    names = list(loss_fns)
+    state = _Replicas(images, references, len(names), config)
+    double = config.mode == "paper" and config.kind in UNIFORM_TARGETS
+    result = AttackResult(records=[])
+    for position in range(criteria.records):
+        computed = ~state.done if config.compaction else state.done.new_ones(state.count)
+        active = computed.nonzero().squeeze(1).cpu()  # the one host read per step
+        if active.numel() == 0 or bool(state.done.all()):
+            break
+        update = criteria.may_update(position)
+        context = LossContext(step=position, total_steps=config.steps, targeted=config.targeted)
+        for chunk in active.split(config.max_batch or active.numel()):
+            _step_chunk(victim, state, chunk.to(state.x.device), chunk, position, update, context, loss_fns, names,
+                        config, double, result)
+        if not update:
+            state.done[:] = True
+        if config.fusion_only:
+            solved_image = torch.zeros(images.shape[0], dtype=torch.bool, device=state.done.device)
+            solved_image.index_put_((state.image_of.to(solved_image.device),), state.success_at >= 0, accumulate=True)
+            prune = solved_image[state.image_of.to(solved_image.device)] & ~state.done
+            state.pruned |= prune & (state.success_at < 0)
+            state.done |= prune
+    _write_records(state, names, config, ids, dataset, result)
+    return result
+
+
+def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, chunk: torch.Tensor,
+                chunk_host: torch.Tensor, position: int, update: bool, context: LossContext,
+                loss_fns: dict[str, LossFn], names: list[str], config: AttackConfig, double: bool,
+                result: AttackResult) -> None:
+    """Evaluate, record and (where the rules allow) update the replicas of one chunk."""
+    criteria = config.criteria
+    live = ~state.done[chunk]  # all True under compaction; finished replicas keep their records otherwise
+    x = state.x[chunk].detach().requires_grad_(update)
+    with torch.set_grad_enabled(update):
+        out = victim(x)
+        reference = state.reference[chunk]
+        raw = target_score(out.prob.detach() > 0.5, reference, config.mode)
+        score = raw * 2.0 if double else raw
+        state.trajectory[chunk, position] = torch.where(live, raw, state.trajectory[chunk, position])
+        state.last_score[chunk] = torch.where(live, score, state.last_score[chunk])
+        unsolved = live & (state.success_at[chunk] < 0)
+        newly = unsolved & criteria.succeeds(score)
+        state.success_at[chunk] = torch.where(newly, torch.full_like(state.success_at[chunk], position),
+                                              state.success_at[chunk])
+        state.success_score[chunk] = torch.where(newly, score, state.success_score[chunk])
+        state.chosen[chunk] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[chunk])
+        stop = criteria.stops(raw) & live
+        result.forward_replicas += chunk.numel()
+        if update:
+            losses = []
+            for k, name in enumerate(names):
+                rows = (state.loss_of[chunk_host] == k).nonzero().squeeze(1).to(chunk.device)
+                if rows.numel():
+                    losses.append(loss_fns[name](_rows(out, rows), reference[rows], context).sum())
+            (grad,) = torch.autograd.grad(torch.stack(losses).sum(), x)
+            result.backward_replicas += chunk.numel()
+            momentum = state.momentum[chunk] if state.momentum is not None else None
+            moved, momentum = step(x.detach(), grad, state.x0[chunk], state.direction[chunk], config.update, momentum)
+            moving = (live & ~stop).view(-1, 1, 1, 1)
+            state.x[chunk] = torch.where(moving, moved, x.detach())
+            if momentum is not None:
+                state.momentum[chunk] = torch.where(moving, momentum, state.momentum[chunk])
+    state.done[chunk] |= stop
+
+
+def _write_records(state: _Replicas, names: list[str], config: AttackConfig, ids: Sequence[str], dataset: str,
+                   result: AttackResult) -> None:
+    """One record per replica, with norms and SSIM/PSNR of the chosen adversarial image."""
+    criteria = config.criteria
+    norms = perturbation_norms(state.chosen, state.x0)
+    ssim, psnr = ssim_psnr(state.chosen, state.x0)
+    success = (state.success_at >= 0).cpu()
+    columns = {name: t.detach().cpu().tolist() for name, t in
+               {"success_at": state.success_at, "success_score": state.success_score, "last": state.last_score,
+                "ssim": ssim, "psnr": psnr, "pruned": state.pruned, **norms}.items()}
+    trajectory = state.trajectory.cpu()
+    for r in range(state.count):
+        image, k = int(state.image_of[r]), int(state.loss_of[r])
+        ok = bool(success[r])
+        record = {
+            "dataset": dataset, "image_id": ids[image], "target": config.kind, "loss": names[k], "mode": config.mode,
+            "success": ok, "steps": columns["success_at"][r] + criteria.first_index if ok else None,
+            "metric": columns["success_score"][r] if ok else columns["last"][r],
+            "trajectory": [v for v in trajectory[r].tolist() if v == v],
+            "pruned": bool(columns["pruned"][r]),
+            **{key: columns[key][r] for key in ("linf", "l2", "linf_255", "l2_255", "ssim", "psnr")},
+        }
+        if config.update.eps is not None:
+            record["eps"] = config.update.eps
+        result.records.append(record)
+        if config.keep_images:
+            result.adversarial[(ids[image], names[k])] = state.chosen[r].detach().cpu()
+
+
+def _as_list(tensors: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return list(tensors.unbind(0)) if isinstance(tensors, torch.Tensor) else list(tensors)
+
+
+def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Tensor | Sequence[torch.Tensor],
+               reference: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, Sequence[torch.Tensor]],
+               losses: Sequence[str] | Mapping[str, LossFn], config: AttackConfig | None = None,
+               ids: Sequence[str] | None = None, dataset: str = "") -> AttackResult:
+    """Attack ``images`` with every loss at once.
+
+    Args:
+        victim: a :class:`~medis.models.frontend.Victim` (or any callable of (R, 3, H, W) images in
+            [0, 1] returning a :class:`~medis.models.frontend.VictimOutput` at the images' size).
+        images: (B, 3, H, W) in [0, 1], or a list of (3, H_i, W_i) of mixed sizes (grouped by size).
+        reference: ground truths (untargeted) or targets (targeted), (B, 1, H, W) in {0, 1} or a list
+            of (1, H_i, W_i); or ``{loss: references}`` when each loss has its own targets (the paper's
+            random targets).
+        losses: loss names (:func:`medis.losses.build_loss`, in ``config.mode``) or ``{name: loss_fn}``.
+        config: :class:`AttackConfig` (default: clean-mode untargeted MedIS, 10 sign steps of 1/255).
+        ids: image ids for the records (default ``"0", "1", ...``).
+        dataset: data set name for the records.
+
+    Returns:
+        :class:`AttackResult`; each record holds ``dataset, image_id, target, loss, mode, success,
+        steps`` (distortion; ``None`` if not successful), ``metric`` (score at the success record,
+        else the last), ``trajectory`` (recorded scores), ``pruned``, ``linf, l2, linf_255, l2_255,
+        ssim, psnr`` of the chosen adversarial image (at the success record, else the last evaluated),
+        and ``eps`` when the update has a budget.
+    """
+    config = config or AttackConfig()
+    if config.mode == "paper" and getattr(victim, "fusion", "paper") != "paper":
+        raise ConfigError(f"paper mode needs the victim's paper fusion (model.fusion=paper), got {victim.fusion!r}")
+    loss_fns = _resolve_losses(losses, config.mode)
+    image_list = _as_list(images)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(image_list))]
+    if isinstance(reference, Mapping):
+        missing = [name for name in loss_fns if name not in reference]
+        if missing:
+            raise ConfigError(f"per-loss references lack loss(es) {missing}")
+        per_loss = {name: _as_list(reference[name]) for name in loss_fns}
+    else:
+        shared = _as_list(reference)
+        per_loss = {name: shared for name in loss_fns}
+    if len(ids) != len(image_list) or any(len(refs) != len(image_list) for refs in per_loss.values()):
+        raise ConfigError(f"{len(image_list)} images but {len(ids)} ids / references of other lengths")
+    model = victim.model if hasattr(victim, "model") else victim
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(image_list):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    result = AttackResult(records=[])
+    with frozen(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
+        for members in groups.values():
+            batch = torch.stack([image_list[i] for i in members])
+            refs = torch.stack([torch.stack([per_loss[name][i] for name in loss_fns]) for i in members])
+            refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # image-major replicas
+            result.extend(_attack_same_size(victim, batch, refs, loss_fns, config, [ids[i] for i in members], dataset))
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    names = list(loss_fns)
+    result.records.sort(key=lambda rec: (position[rec["image_id"]], names.index(rec["loss"])))
+    return result

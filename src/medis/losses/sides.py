@@ -1,0 +1,26 @@
+"""PraNet's structure loss summed over the side outputs of a victim, per sample."""
+
+from __future__ import annotations
+
+import torch
+
+from medis.losses.structure import structure_loss
+from medis.models.frontend import VictimOutput
+
+
+def side_structure_loss(outputs: VictimOutput, mask: torch.Tensor, paper: bool = False) -> torch.Tensor:
+    """Σ_k structure_loss(z_k, M) over the K side outputs. (B,1,H,W) maps, mask (B,1,H,W) -> (B,).
+
+    Fan et al., "PraNet: Parallel Reverse Attention Network for Polyp Segmentation", MICCAI 2020
+    (deep supervision of every side output with weighted BCE + weighted IoU).
+
+    Args:
+        outputs: the victim's outputs; clean mode reads ``side_logits``, paper mode ``side_probs``.
+        mask: (B, 1, H, W) reference M in {0, 1}.
+        paper: the MedIS notebook form: the (min-max normalised) side probabilities are fed where
+            logits belong, and PraNet's unweighted BCE term is kept (``paper_bce=True``).
+    """
+    maps = outputs.side_probs if paper else outputs.side_logits
+    if not maps:
+        raise ValueError("structure loss needs at least one side output")
+    return torch.stack([structure_loss(z, mask.to(z.dtype), paper_bce=paper) for z in maps]).sum(0)

@@ -1,0 +1,204 @@
+"""The batched engine: bookkeeping of both modes on a toy victim whose per-step score is known,
+compaction, chunking, fusion_only, mixed sizes, frozen weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medis import fusion
+from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.updates import UpdateConfig
+from medis.errors import ConfigError
+from medis.models.frontend import Victim
+from medis.models.pranet import pranet_lite
+
+SIZE = 16
+
+
+class Threshold(nn.Module):
+    """Logit = 10·(channel 0 − 0.5): the pixel is foreground iff its red value exceeds 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, :1] - 0.5)
+
+
+def toy_victim(fusion_mode: str = "clean") -> Victim:
+    return Victim(Threshold(), SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion=fusion_mode)
+
+
+def bce(out, reference, context):
+    """A loss whose input-gradient sign is exactly ±1 on channel 0 (ascending pushes each pixel
+    away from its reference class)."""
+    p = torch.sigmoid(out.side_logits[0])
+    return F.binary_cross_entropy(p, reference, reduction="none").flatten(1).mean(1)
+
+
+def staircase(flip_rows: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth: left half foreground. Pixel values sit 0.5 ± (n − 0.5)/255 so that a pixel of
+    row r flips class after exactly n = r + 1 sign steps of 1/255 (n = 3 everywhere if not flip_rows).
+    After k steps rows 0..k−1 are flipped, and the two-class mIoU is (16 − k)/(16 + k)."""
+    gt = torch.zeros(1, 1, SIZE, SIZE)
+    gt[..., : SIZE // 2] = 1
+    n = (torch.arange(SIZE).float() + 1).view(SIZE, 1).expand(SIZE, SIZE) if flip_rows else torch.full((SIZE, SIZE), 3.0)
+    offset = (n - 0.5) / 255.0
+    red = torch.where(gt[0, 0] > 0, 0.5 + offset, 0.5 - offset)
+    image = torch.stack([red, torch.full_like(red, 0.3), torch.full_like(red, 0.6)]).unsqueeze(0)
+    return image, gt
+
+
+def expected_miou(k: int) -> float:
+    return (16 - k) / (16 + k)
+
+
+def test_clean_bookkeeping_records_after_every_update() -> None:
+    image, gt = staircase()
+    result = run_attack(toy_victim(), image, gt, {"bce": bce}, AttackConfig(mode="clean", steps=10))
+    (record,) = result.records
+    assert record["trajectory"] == pytest.approx([expected_miou(k) for k in range(11)], abs=1e-6)
+    assert record["success"] and record["steps"] == 6  # first k with (16-k)/(16+k) <= 0.5
+    assert record["metric"] == pytest.approx(expected_miou(6))
+    assert record["linf_255"] == pytest.approx(6.0, abs=1e-3)  # the chosen image is the one at the success
+    assert result.forward_replicas == 11 and result.backward_replicas == 10  # no stop: min score 6/26 > 0.2
+
+
+def test_paper_bookkeeping_records_before_each_update() -> None:
+    image, gt = staircase()
+    result = run_attack(toy_victim("paper"), image, gt, {"bce": bce}, AttackConfig(mode="paper", steps=10))
+    (record,) = result.records
+    # record k (1-based) describes the image after k-1 updates; 3-decimal rounding; 10 records
+    assert record["trajectory"] == pytest.approx([round(expected_miou(k), 3) for k in range(10)], abs=1e-6)
+    assert record["success"] and record["steps"] == 7
+    assert result.forward_replicas == 10 and result.backward_replicas == 9  # the 10th update is never evaluated
+
+
+@pytest.mark.parametrize("mode, steps", [("clean", 3), ("paper", 4)])
+def test_stop_rule_ends_the_replica(mode: str, steps: int) -> None:
+    image, gt = staircase(flip_rows=False)  # every pixel flips at step 3: score 1, 1, 1, 0
+    result = run_attack(toy_victim(mode), image, gt, {"bce": bce}, AttackConfig(mode=mode, steps=10))
+    (record,) = result.records
+    assert record["trajectory"] == [1.0, 1.0, 1.0, 0.0]
+    assert record["steps"] == steps
+    # the backward of the stopping record runs (deciding to skip it would cost a host read) and is discarded
+    assert result.forward_replicas == 4 and result.backward_replicas == 4
+
+
+def test_targeted_descends_toward_the_target() -> None:
+    image, gt = staircase(flip_rows=False)
+    target = 1 - gt
+    config = AttackConfig(mode="clean", steps=10, targeted=True, target_kind="inverted")
+    (record,) = run_attack(toy_victim(), image, target, {"bce": bce}, config).records
+    assert record["trajectory"] == [0.0, 0.0, 0.0, 1.0]  # stop at >= 0.95
+    assert record["success"] and record["steps"] == 3 and record["target"] == "inverted"
+
+
+def test_paper_doubles_uniform_targets_for_success_only() -> None:
+    image, gt = staircase(flip_rows=False)
+    white = torch.ones_like(gt)
+    config = AttackConfig(mode="paper", steps=10, targeted=True, target_kind="white")
+    (record,) = run_attack(toy_victim("paper"), image, white, {"bce": bce}, config).records
+    # half the image is foreground: raw mIoU = fg IoU / 2 = 0.25 (bg IoU 0); x2 = 0.5 >= 0.45 at once
+    assert record["trajectory"][0] == pytest.approx(0.25)
+    assert record["success"] and record["steps"] == 1 and record["metric"] == pytest.approx(0.5)
+
+
+def _random_setup(seed: int, images: int = 3, size: int = 48):
+    """A random pranet_lite and random images; the "ground truth" is the model's own clean
+    prediction, so the clean score is 1 and losses succeed (mIoU <= 0.9) at different steps."""
+    torch.manual_seed(seed)
+    victim = Victim(pranet_lite(), 64, fusion="paper")
+    x = torch.rand(images, 3, size, size)
+    with torch.no_grad():
+        gt = victim.eval()(x).mask
+    return victim, x, gt
+
+
+THRESHOLDS = {"success_threshold": 0.9, "stop_threshold": 0.6}
+
+
+def _metric_table(result):
+    return [(r["image_id"], r["loss"], r["success"], r["steps"], round(r["metric"], 3)) for r in result.records]
+
+
+def test_compaction_and_chunking_leave_records_unchanged() -> None:
+    victim, x, gt = _random_setup(1, images=4)
+    losses = ["bce_dice", "lovasz", "dice"]
+    base = run_attack(victim, x, gt, losses, AttackConfig(steps=5, **THRESHOLDS))
+    assert any(len(r["trajectory"]) < 6 for r in base.records)  # some replicas stopped early
+    variants = [AttackConfig(steps=5, compaction=False, **THRESHOLDS),
+                AttackConfig(steps=5, max_batch=2, **THRESHOLDS)]
+    for config in variants:
+        other = run_attack(victim, x, gt, losses, config)
+        for a, b in zip(base.records, other.records):
+            assert (a["image_id"], a["loss"]) == (b["image_id"], b["loss"])
+            assert a["trajectory"] == pytest.approx(b["trajectory"], abs=2e-3)
+    no_compaction = run_attack(victim, x, gt, losses, variants[0])
+    assert base.forward_replicas <= no_compaction.forward_replicas
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fusion_only_keeps_the_fused_table(seed: int) -> None:
+    victim, x, gt = _random_setup(seed, images=4)
+    losses = ["bce", "dice", "lovasz", "focal"]
+    full = run_attack(victim, x, gt, losses, AttackConfig(steps=5, **THRESHOLDS))
+    pruned = run_attack(victim, x, gt, losses, AttackConfig(steps=5, fusion_only=True, **THRESHOLDS))
+    assert len({r["steps"] for r in full.records}) > 1  # losses succeed at different steps
+    assert any(r["pruned"] for r in pruned.records)
+    a, b = fusion.fuse(full.records)[0], fusion.fuse(pruned.records)[0]
+    for key in ("images", "successes", "asr", "distortion", "chosen"):
+        assert a[key] == pytest.approx(b[key]) if key != "chosen" else a[key] == b[key], key
+    assert pruned.forward_replicas <= full.forward_replicas
+
+
+def test_mixed_sizes_ids_and_per_loss_references() -> None:
+    torch.manual_seed(3)
+    victim = Victim(pranet_lite(), 64)
+    images = [torch.rand(3, 40, 56), torch.rand(3, 64, 64), torch.rand(3, 40, 56)]
+    masks = [(torch.rand(1, *img.shape[1:]) > 0.5).float() for img in images]
+    refs = {"bce": masks, "dice": [1 - m for m in masks]}
+    result = run_attack(victim, images, refs, ["bce", "dice"], AttackConfig(steps=2, targeted=True),
+                        ids=["a", "b", "c"], dataset="toy")
+    assert [(r["image_id"], r["loss"]) for r in result.records] == [
+        ("a", "bce"), ("a", "dice"), ("b", "bce"), ("b", "dice"), ("c", "bce"), ("c", "dice")]
+    assert all(r["dataset"] == "toy" and r["target"] == "random" for r in result.records)
+    with pytest.raises(ConfigError, match="lack loss"):
+        run_attack(victim, images, {"bce": masks}, ["bce", "dice"])
+
+
+def test_weights_frozen_during_and_restored_after() -> None:
+    victim = toy_victim()
+    victim.train()
+    seen = {}
+
+    def spy(out, reference, context):
+        seen["training"] = victim.model.training
+        seen["requires_grad"] = victim.model.scale.requires_grad
+        return bce(out, reference, context)
+
+    image, gt = staircase()
+    run_attack(victim, image, gt, {"spy": spy}, AttackConfig(steps=2))
+    assert seen == {"training": False, "requires_grad": False}
+    assert victim.model.training and victim.model.scale.requires_grad and victim.model.scale.grad is None
+
+
+def test_budget_and_keep_images() -> None:
+    image, gt = staircase()
+    config = AttackConfig(steps=10, update=UpdateConfig("pgd", eps=4 / 255), keep_images=True)
+    result = run_attack(toy_victim(), image, gt, {"bce": bce}, config, ids=["img"])
+    (record,) = result.records
+    assert not record["success"]  # 4 steps flip 4 rows: mIoU 12/20 = 0.6 > 0.5
+    assert record["linf_255"] == pytest.approx(4.0, abs=1e-3) and record["eps"] == pytest.approx(4 / 255)
+    adversarial = result.adversarial[("img", "bce")]
+    assert adversarial.shape == (3, SIZE, SIZE) and float((adversarial - image[0]).abs().max()) <= 4 / 255 + 1e-6
+
+
+def test_paper_mode_needs_paper_fusion() -> None:
+    image, gt = staircase()
+    with pytest.raises(ConfigError, match="model.fusion=paper"):
+        run_attack(toy_victim("clean"), image, gt, {"bce": bce}, AttackConfig(mode="paper"))
