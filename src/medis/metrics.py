@@ -120,10 +120,11 @@ def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> dict[s
 
 
 def ssim_psnr(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSIM (Wang et al., IEEE TIP 2004; Gaussian 11x11, σ 1.5) and PSNR (dB) per image, data range 1.
+    """SSIM (Wang, Bovik, Sheikh, Simoncelli, IEEE TIP 2004; Gaussian 11x11, σ 1.5) and PSNR (dB) per
+    image, data range 1, both from torchmetrics.
 
     Args:
-        adversarial, clean: (B, C, H, W) in [0, 1].
+        adversarial, clean: (B, C, H, W) in [0, 1], H and W >= 11.
 
     Returns:
         (ssim (B,), psnr (B,)); PSNR is +inf for identical images.

@@ -35,7 +35,8 @@ class UpdateConfig:
         rule: one of :data:`UPDATE_RULES`.
         step_size: α, in [0, 1] image units (MedIS: 1/255).
         eps: budget (L∞ for sign/pgd/mifgsm, L2 for l2); ``None``: unbounded (pgd and l2 need one).
-        random_start: start uniformly inside the budget (pgd: L∞ ball; l2: L2 ball).
+        random_start: start at a random point of the budget: uniform in the L∞ ball (pgd), or a random
+            direction at a radius drawn uniformly in [0, eps] (l2, the usual PGD-L2 practice).
         momentum: μ of MI-FGSM.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medis.losses.structure import structure_loss
+from medis.losses.structure import structure_loss, structure_weights
 from medis.models.frontend import VictimOutput
 
 
@@ -23,4 +23,6 @@ def side_structure_loss(outputs: VictimOutput, mask: torch.Tensor, paper: bool =
     maps = outputs.side_probs if paper else outputs.side_logits
     if not maps:
         raise ValueError("structure loss needs at least one side output")
-    return torch.stack([structure_loss(z, mask.to(z.dtype), paper_bce=paper) for z in maps]).sum(0)
+    mask = mask.to(maps[0].dtype)
+    weights = structure_weights(mask)  # shared by every side output: it depends on the mask only
+    return torch.stack([structure_loss(z, mask, paper_bce=paper, weights=weights) for z in maps]).sum(0)

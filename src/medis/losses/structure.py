@@ -22,23 +22,30 @@ def structure_weights(mask: torch.Tensor) -> torch.Tensor:
     """Boundary weights 1 + 5|avgpool31(M) - M|. (B, 1, H, W) -> (B, 1, H, W).
 
     ``count_include_pad=True`` (PyTorch's default, as in PraNet): near the border the box mean
-    counts the zero padding.
+    counts the zero padding. The 31x31 box is applied as a 1x31 then a 31x1 box (the same mean,
+    with zero padding counted, up to float rounding), 15 times fewer operations.
     """
-    return 1.0 + 5.0 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    rows = F.avg_pool2d(mask, kernel_size=(1, 31), stride=1, padding=(0, 15))
+    box = F.avg_pool2d(rows, kernel_size=(31, 1), stride=1, padding=(15, 0))
+    return 1.0 + 5.0 * torch.abs(box - mask)
 
 
-def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = False) -> torch.Tensor:
+def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = False,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted BCE + weighted IoU, per sample.
 
     Args:
         logits: (B, 1, H, W) logits z (PraNet's paper-mode attack feeds probabilities here).
         mask: (B, 1, H, W) reference M in [0, 1] (soft masks allowed, e.g. after bilinear resizing).
         paper_bce: reproduce PraNet's unweighted BCE term (see the module docstring).
+        weights: :func:`structure_weights` of ``mask`` when the caller already has them (they
+            depend on the mask only, so several side outputs can share them).
 
     Returns:
         (B,) loss per sample.
     """
-    weights = structure_weights(mask)
+    if weights is None:
+        weights = structure_weights(mask)
     bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
     if paper_bce:
         wbce = bce.mean(dim=(1, 2, 3))

@@ -1,0 +1,158 @@
+"""Benchmark: the batched engine against the MedIS notebooks' loop, and against its own floor.
+
+    .venv/bin/python bench/attack_engine.py [--model pranet_lite|pranet] [--images 4] [--size 192]
+
+Same victim, images and the six paper losses, paper mode, 10 steps, thresholds that never trigger
+(equal work: no early success or stop). The notebook-style loop attacks one image with one loss at
+a time (batch of 1), reads the prediction back to the CPU to score it with NumPy each step, and
+calls ``loss.backward()`` with the weights NOT frozen (so parameter gradients are computed too), as
+the notebooks do. The engine's floor is the number of replica forward/backward passes it ran times
+the forward and forward+backward time per replica measured at the engine's batch size.
+
+Prints a table and writes bench/results/attack_engine_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medis.attacks.engine import AttackConfig, frozen, run_attack
+from medis.data.synthetic import render_dermoscopy
+from medis.losses import PAPER_LOSSES, LossContext, build_loss
+from medis.models.frontend import Victim
+from medis.models.pranet import PraNet, pranet_lite
+
+NEVER = {"success_threshold": -1.0, "stop_threshold": -1.0}  # untargeted scores are never <= -1
+
+
+def numpy_miou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The notebooks' per-image two-class mean IoU on the CPU."""
+    scores = []
+    for cls in (0, 1):
+        p, t = pred == cls, gt == cls
+        union = np.logical_or(p, t).sum()
+        if union:
+            scores.append(np.logical_and(p, t).sum() / union)
+    return round(float(np.mean(scores)), 3)
+
+
+def notebook_loop(victim: Victim, images: torch.Tensor, masks: torch.Tensor, steps: int) -> int:
+    """One image, one loss at a time; returns the number of forward passes run."""
+    victim.model.eval()
+    for p in victim.model.parameters():
+        p.requires_grad_(True)
+    passes = 0
+    for name in PAPER_LOSSES:
+        loss_fn = build_loss(name, "paper")
+        for image, mask in zip(images, masks):
+            x = image.unsqueeze(0).clone()
+            gt = mask.unsqueeze(0)
+            for t in range(steps):
+                x.requires_grad_(True)
+                out = victim(x)
+                score = numpy_miou((out.prob.detach().cpu().numpy() > 0.5).astype(np.uint8),
+                                   gt.cpu().numpy().astype(np.uint8))
+                passes += 1
+                if score <= NEVER["stop_threshold"]:
+                    break
+                loss = loss_fn(out, gt, LossContext(step=t, total_steps=steps)).sum()
+                victim.model.zero_grad(set_to_none=True)
+                loss.backward()
+                x = (x + (1 / 255) * x.grad.sign()).clamp(0, 1).detach()
+    return passes
+
+
+def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3) -> tuple[float, float]:
+    """(forward, forward+backward) seconds per replica at this batch size, weights frozen."""
+    def forward_only() -> None:
+        x = batch.clone().requires_grad_(True)
+        victim(x).prob.sum()
+
+    def forward_backward() -> None:
+        x = batch.clone().requires_grad_(True)
+        torch.autograd.grad(victim(x).prob.sum(), x)
+
+    with frozen(victim.model):
+        timings = []
+        for fn in (forward_only, forward_backward):
+            fn()
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - start)
+            timings.append(best / batch.shape[0])
+    return timings[0], timings[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("pranet_lite", "pranet"), default="pranet_lite")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--size", type=int, default=192, help="image height (width = 4/3 of it); network size too")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--max-batch", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    net = pranet_lite() if args.model == "pranet_lite" else PraNet()
+    net_size = args.size // 32 * 32
+    victim = Victim(net, net_size, fusion="paper").to(device)
+    width = args.size * 4 // 3
+    pairs = [render_dermoscopy(np.random.default_rng([0, i]), args.size, width) for i in range(args.images)]
+    images = torch.stack([torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255 for img, _ in pairs]).to(device)
+    masks = torch.stack([torch.from_numpy(m).float()[None] for _, m in pairs]).to(device)
+    config = AttackConfig(mode="paper", steps=args.steps, max_batch=args.max_batch, **NEVER)
+
+    # warm-up at the full replica batch (first use of memory is slow on fresh VMs), then best of 2
+    run_attack(victim, images, masks, list(PAPER_LOSSES), AttackConfig(mode="paper", steps=2, **NEVER))
+    engine_s = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        result = run_attack(victim, images, masks, list(PAPER_LOSSES), config)
+        engine_s = min(engine_s, time.perf_counter() - start)
+    notebook_loop(victim, images[:1], masks[:1], 2)  # warm-up
+
+    start = time.perf_counter()
+    notebook_passes = notebook_loop(victim, images, masks, args.steps)
+    notebook_s = time.perf_counter() - start
+
+    replicas = images.shape[0] * len(PAPER_LOSSES)
+    batch = min(args.max_batch or replicas, replicas)
+    replica_batch = images[:1].expand(batch, -1, -1, -1).contiguous()
+    t_forward, t_forward_backward = pass_times(victim, replica_batch)
+    floor_s = (result.backward_replicas * t_forward_backward
+               + (result.forward_replicas - result.backward_replicas) * t_forward)
+    rows = {
+        "notebook loop: s per image": notebook_s / args.images,
+        "engine: s per image": engine_s / args.images,
+        "speed-up (notebook / engine)": notebook_s / engine_s,
+        "engine floor: s per image": floor_s / args.images,
+        "engine / floor": engine_s / floor_s,
+    }
+    print(f"{args.model} at {net_size}px, {args.images} images {args.size}x{width}, 6 paper losses x {args.steps} "
+          f"steps, {device}, replica batch {batch}")
+    for name, value in rows.items():
+        print(f"  {name:32s} {value:8.3f}")
+    out = Path(__file__).parent / "results" / f"attack_engine_{args.model}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "model": args.model, "network_size": net_size, "images": args.images, "image_size": [args.size, width],
+        "steps": args.steps, "device": str(device), "replica_batch": batch, "threads": torch.get_num_threads(),
+        "machine": platform.machine(), "engine_forward_replicas": result.forward_replicas,
+        "engine_backward_replicas": result.backward_replicas, "notebook_forward_passes": notebook_passes,
+        "forward_s_per_replica": t_forward, "forward_backward_s_per_replica": t_forward_backward,
+        **{k.replace(" ", "_").replace(":", "").replace("/", "over"): v for k, v in rows.items()}}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
