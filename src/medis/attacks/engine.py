@@ -176,8 +176,8 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
         update = criteria.may_update(position)
         context = LossContext(step=position, total_steps=config.steps, targeted=config.targeted)
         for chunk in active.split(config.max_batch or active.numel()):
-            _step_chunk(victim, state, chunk.to(state.x.device), chunk, position, update, context, loss_fns, names,
-                        config, double, result)
+            _step_chunk(victim, state, _as_index(chunk, state.x.device), chunk, position, update, context, loss_fns,
+                        names, config, double, result)
         if not update:
             state.done[:] = True
         if config.fusion_only:
@@ -190,7 +190,16 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
     return result
 
 
-def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, chunk: torch.Tensor,
+def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice:
+    """A contiguous run of replica indices becomes a slice (views, in-place writes: no gather or
+    scatter copies of the image state); any other set stays an index tensor on the device."""
+    first, last = int(chunk[0]), int(chunk[-1])
+    if last - first + 1 == chunk.numel():
+        return slice(first, last + 1)
+    return chunk.to(device)
+
+
+def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, chunk: torch.Tensor | slice,
                 chunk_host: torch.Tensor, position: int, update: bool, context: LossContext,
                 loss_fns: dict[str, LossFn], names: list[str], config: AttackConfig, double: bool,
                 result: AttackResult) -> None:
@@ -212,15 +221,15 @@ def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas
         state.success_score[chunk] = torch.where(newly, score, state.success_score[chunk])
         state.chosen[chunk] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[chunk])
         stop = criteria.stops(raw) & live
-        result.forward_replicas += chunk.numel()
+        result.forward_replicas += chunk_host.numel()
         if update:
             losses = []
             for k, name in enumerate(names):
-                rows = (state.loss_of[chunk_host] == k).nonzero().squeeze(1).to(chunk.device)
+                rows = (state.loss_of[chunk_host] == k).nonzero().squeeze(1).to(x.device)
                 if rows.numel():
                     losses.append(loss_fns[name](_rows(out, rows), reference[rows], context).sum())
             (grad,) = torch.autograd.grad(torch.stack(losses).sum(), x)
-            result.backward_replicas += chunk.numel()
+            result.backward_replicas += chunk_host.numel()
             momentum = state.momentum[chunk] if state.momentum is not None else None
             moved, momentum = step(x.detach(), grad, state.x0[chunk], state.direction[chunk], config.update, momentum)
             moving = (live & ~stop).view(-1, 1, 1, 1)
