@@ -1,0 +1,21 @@
+"""Attack a segmentation model with MedIS: ``python attack.py [group=option] [key=value]``.
+
+Configs: conf/attack.yaml; the work happens in medis.lightning.attacking.run_attack_job.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from medis.errors import exit_on_user_error
+from medis.lightning.attacking import run_attack_job
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="attack")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    run_attack_job(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The attack as a LightningModule: ``trainer.test`` runs MedIS over a data set's test split.
+
+Each test batch holds images at their ORIGINAL size. For every configured target kind the module
+builds the references (ground truths when untargeted; otherwise targets from
+:mod:`medis.attacks.targets`), skips and counts images whose target equals their ground truth,
+runs :func:`medis.attacks.engine.run_attack` with all losses at once, and streams the records to
+``<output_dir>/records.csv`` as each batch finishes (complete rows only). With ``resume=True``
+records already on disk are kept and their (image, target, loss) work is not redone.
+
+Random and most-similar targets are drawn from the test set's own masks (kept at most
+``pool_size`` pixels a side): random targets are seeded per image (clean mode) or one per loss for
+the whole set (paper mode, as the MedIS notebooks); the most-similar table is computed once.
+
+The trainer must run with ``inference_mode=False``: the engine enables gradients itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
+from medis.attacks.updates import UpdateConfig
+from medis.errors import ConfigError
+from medis.losses import LOSS_NAMES
+from medis.models.frontend import Victim
+from medis.reporting import RecordWriter, completed_keys, read_records
+
+TARGETS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
+
+
+def attack_config(settings: dict[str, Any], targeted: bool, kind: str) -> AttackConfig:
+    """An :class:`AttackConfig` from the ``attack`` config node (validated, one-line errors)."""
+    values = dict(settings)
+    update = UpdateConfig(rule=values.pop("update", "sign"), step_size=float(values.pop("step_size", 1 / 255)),
+                          eps=values.pop("eps", None), random_start=bool(values.pop("random_start", False)),
+                          momentum=float(values.pop("momentum", 1.0)))
+    for key in ("stop_threshold", "success_threshold"):
+        value = values.get(key)
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"attack.{key} must be in [0, 1] or null, got {value}")
+    known = {"mode", "steps", "stop_threshold", "success_threshold", "max_batch", "fusion_only", "keep_images", "seed"}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown attack key(s) {sorted(unknown)}; valid: {sorted(known | {'update', 'step_size', 'eps', 'random_start', 'momentum'})}")
+    return AttackConfig(update=update, targeted=targeted, target_kind=kind, **values)
+
+
+class AttackModule(pl.LightningModule):
+    """MedIS over a test set (see the module docstring).
+
+    Args:
+        victim: the differentiable victim (``conf/model``).
+        attack: the ``attack`` config node as a dict (mode, steps, update, step_size, eps, ...).
+        losses: loss names (``conf/losses``).
+        targets: target kinds, ``untargeted`` included or not (``conf/target``).
+        output_dir: where ``records.csv`` goes.
+        resume: keep the records on disk and skip their work.
+        seed: random targets and random starts.
+        pool_size: longest side of the masks kept for random and most-similar targets.
+    """
+
+    def __init__(self, victim: Victim, attack: dict[str, Any], losses: Sequence[str], targets: Sequence[str],
+                 output_dir: str, resume: bool = False, seed: int = 0, pool_size: int = 256) -> None:
+        super().__init__()
+        unknown = [name for name in losses if name not in LOSS_NAMES]
+        if unknown or not losses:
+            raise ConfigError(f"unknown loss(es) {unknown or '[]'}; valid: {', '.join(LOSS_NAMES)}")
+        bad = [kind for kind in targets if kind not in TARGETS]
+        if bad or not targets:
+            raise ConfigError(f"unknown target(s) {bad or '[]'}; valid: {', '.join(TARGETS)}")
+        self.victim = victim
+        self.losses = list(losses)
+        self.targets = list(targets)
+        self.configs = {kind: attack_config(dict(attack, seed=seed), kind != "untargeted", kind) for kind in self.targets}
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self.seed = seed
+        self.pool_size = pool_size
+        self.records: list[dict] = []
+        self.skipped = {kind: 0 for kind in self.targets}
+        self._writer: RecordWriter | None = None
+        self._done: set[tuple[str, str, str, str]] = set()
+        self._pool: list[torch.Tensor] = []
+        self._pool_index: dict[tuple[str, str], int] = {}
+        self._similar: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def on_test_start(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "records.csv"
+        if self.resume and path.exists():
+            self.records = read_records(path)
+            self._done = completed_keys(self.records)
+        elif path.exists():
+            path.unlink()
+        self._writer = RecordWriter(path)
+        if {"random", "most_similar"} & set(self.targets):
+            self._build_pool()
+
+    def _build_pool(self) -> None:
+        """Masks of the whole test set (downsampled) and, if needed, the most-similar table."""
+        dataset = self.trainer.datamodule.dataset("test")
+        for index, sample in enumerate(dataset):
+            mask = sample["mask"]
+            scale = self.pool_size / max(mask.shape[-2:])
+            if scale < 1:
+                size = (max(1, round(mask.shape[-2] * scale)), max(1, round(mask.shape[-1] * scale)))
+                mask = resize_mask(mask, size)
+            self._pool.append(mask)
+            self._pool_index[(sample["dataset"], sample["id"])] = index
+        if "most_similar" in self.targets:
+            self._similar = most_similar_index(similarity_table(self._pool))
+
+    def _draw(self, stream: int) -> int:
+        """Pool index of a random target from its own seeded stream, so that draws do not depend
+        on batching: stream = the image's position in the test set (clean mode), or 10⁹ + the loss's
+        position (paper mode: one target per loss for the whole set, as the notebooks draw)."""
+        generator = torch.Generator().manual_seed(self.seed * 7919 + stream)
+        return int(torch.randint(len(self._pool), (1,), generator=generator))
+
+    def _references(self, kind: str, masks: list[torch.Tensor], keys: list[tuple[str, str]]):
+        """Targets for the images of a batch (a list, or ``{loss: list}`` for the paper's random targets)."""
+        if kind == "untargeted":
+            return masks
+        if kind == "white":
+            return [torch.ones_like(m) for m in masks]
+        if kind == "black":
+            return [torch.zeros_like(m) for m in masks]
+        if kind == "inverted":
+            return [1 - m for m in masks]
+
+        def from_pool(index: int, like: torch.Tensor) -> torch.Tensor:
+            return resize_mask(self._pool[index], tuple(like.shape[-2:])).to(like)
+
+        indices = [self._pool_index[key] for key in keys]
+        if kind == "most_similar":
+            return [from_pool(int(self._similar[i]), m) for i, m in zip(indices, masks)]
+        if self.configs[kind].mode == "paper":
+            return {loss: [from_pool(self._draw(10**9 + k), m) for m in masks] for k, loss in enumerate(self.losses)}
+        return [from_pool(self._draw(i), m) for i, m in zip(indices, masks)]
+
+    # ------------------------------------------------------------------ the attack
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images = list(batch["image"])
+        masks = list(batch["mask"])
+        for dataset in dict.fromkeys(batch["dataset"]):
+            rows = [i for i, name in enumerate(batch["dataset"]) if name == dataset]
+            for kind in self.targets:
+                self._attack_group(kind, dataset, [images[i] for i in rows], [masks[i] for i in rows],
+                                   [batch["id"][i] for i in rows])
+
+    def _attack_group(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
+                      ids: list[str]) -> None:
+        keys = [(dataset, image_id) for image_id in ids]
+        references = self._references(kind, masks, keys)
+        keep = list(range(len(ids)))
+        if kind != "untargeted" and not isinstance(references, dict):  # per-loss targets: not skipped
+            equal = same_as_ground_truth(references, masks)
+            self.skipped[kind] += int(equal.sum())
+            keep = [i for i in keep if not bool(equal[i])]
+        keep = [i for i in keep if any((dataset, ids[i], kind, loss) not in self._done for loss in self.losses)]
+        if not keep:
+            return
+        pick = (lambda seq: [seq[i] for i in keep])
+        reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
+        result = run_attack(self.victim, pick(images), reference, self.losses, self.configs[kind], pick(ids), dataset)
+        self.records.extend(result.records)
+        assert self._writer is not None
+        self._writer.append(result.records)
+
+    def on_test_epoch_end(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def configure_optimizers(self) -> None:
+        return None

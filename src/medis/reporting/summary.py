@@ -1,0 +1,279 @@
+"""Summary tables of an attack run: ``summary.csv`` and ``summary.md`` in the paper's layout.
+
+Shukla, Gupta, Gupta, "Exploring the feasibility of adversarial attacks on medical image
+segmentation", Multimedia Tools and Applications, 2023 (doi:10.1007/s11042-023-15575-8) report,
+per dataset and per target, the attack success rate (ASR, %) and the distortion (mean step index
+of the first successful iterate) of every surrogate loss, with and without *parallel fusion*. The
+numbers come from :func:`medis.fusion.summary_table`; this module only lays them out:
+
+- ``summary.csv``: every row of :func:`summary_rows` (one per dataset, target, [eps,] loss, plus
+  the fused row of each group), machine readable;
+- ``summary.md``: one Markdown table per dataset (and eps when the records carry one) whose rows
+  are the losses and a final ``parallel fusion`` row, and whose columns are, per target, "ASR %"
+  and "distortion"; below it, the mean perturbation size (L∞ in 1/255 units, L2, SSIM, PSNR) of
+  the examples parallel fusion keeps, per target.
+
+Both files are written atomically (temporary file in the output folder, then ``os.replace``).
+Pure Python: no pandas, no Lightning/Hydra/W&B.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medis.fusion import FUSED_LOSS, UNTARGETED, summary_table
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "TARGET_ORDER",
+    "markdown_table",
+    "summary_markdown",
+    "summary_rows",
+    "write_summary",
+]
+
+TARGET_ORDER: tuple[str, ...] = (UNTARGETED, "random", "most_similar", "white", "black", "inverted")
+"""Column order of the targets in ``summary.md``; other targets follow alphabetically."""
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "dataset", "target", "eps", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr",
+)
+"""Columns of ``summary.csv``; ``eps`` only when the records carry one."""
+EPS_KEY = "eps"
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+def _has_eps(records: Sequence[Mapping]) -> bool:
+    """Whether any record carries an ``eps`` value (a key holding None / NaN does not count)."""
+    for record in records:
+        value = record.get(EPS_KEY)
+        if value is None:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        return True
+    return False
+
+
+def summary_rows(records: Iterable[Mapping], *, dedupe: bool = False) -> list[dict]:
+    """The rows of :func:`medis.fusion.summary_table`, each with ``dataset``, ``target`` and ``loss``.
+
+    Eps is kept as a grouping column (``"eps"``) only when some record carries an eps value; records
+    read back from CSV always have the key, ``None`` when the run had no eps, and then the column is
+    dropped (all groups share ``eps=None``, so dropping it merges nothing).
+
+    Args:
+        records: one mapping per (image, target kind, loss) (see ``ARCHITECTURE.md``, "Record").
+        dedupe: keep the last of duplicate records instead of raising (see :mod:`medis.fusion`).
+
+    Returns:
+        Per group (dataset, target[, eps]) the per-loss rows by loss name, then the
+        ``"parallel fusion"`` row (which also has ``"chosen": {image_id: loss}``). Keys:
+        ``dataset, target, [eps,] loss, images, successes, asr, distortion, linf, l2, ssim, psnr``.
+
+    Raises:
+        ValueError: as :func:`medis.fusion.summary_table` (missing keys, bad values, duplicates).
+    """
+    records = list(records)
+    keep_eps = _has_eps(records)
+    rows = []
+    for row in summary_table(records, dedupe=dedupe):
+        row = dict(row)
+        if not keep_eps:
+            row.pop(EPS_KEY, None)
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _target_order(target: str) -> tuple:
+    if target in TARGET_ORDER:
+        return (0, TARGET_ORDER.index(target), "")
+    return (1, 0, target)
+
+
+def _fmt(value: Any, decimals: int, scale: float = 1.0) -> str:
+    """A number with fixed decimals, ``-`` for None / NaN, ``inf`` for infinity."""
+    if value is None:
+        return "-"
+    number = float(value) * scale
+    if math.isnan(number):
+        return "-"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return f"{number:.{decimals}f}"
+
+
+def _escape(cell: str) -> str:
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped), ending with a newline.
+
+    Args:
+        headers: the column titles.
+        rows: the cells of each row, one per header.
+
+    Raises:
+        ValueError: a row has not as many cells as there are headers.
+    """
+    if not headers:
+        raise ValueError("markdown_table needs at least one header")
+    lines = ["| " + " | ".join(_escape(h) for h in headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for index, row in enumerate(rows):
+        if len(row) != len(headers):
+            raise ValueError(f"row {index} has {len(row)} cells, expected {len(headers)}")
+        lines.append("| " + " | ".join(_escape(cell) for cell in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _eps_text(eps: Any) -> str:
+    if eps is None:
+        return "eps not set"
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        return f"eps = {eps}"
+    return f"eps = {value:g} ({value * 255:.4g}/255)"
+
+
+def _section(title: str, rows: list[dict]) -> str:
+    """One dataset (and eps) section: heading, the loss x target table, the fused-norms line."""
+    targets = sorted({row["target"] for row in rows}, key=_target_order)
+    losses = sorted({row["loss"] for row in rows if row["loss"] != FUSED_LOSS}) + [FUSED_LOSS]
+    cell = {(row["target"], row["loss"]): row for row in rows}
+    headers = ["loss"]
+    for target in targets:
+        headers += [f"{target} ASR %", f"{target} distortion"]
+    body = []
+    for loss in losses:
+        line = [loss]
+        for target in targets:
+            row = cell.get((target, loss))
+            if row is None:  # this loss was not run on this target
+                line += ["-", "-"]
+            else:
+                line += [_fmt(row["asr"], 1), _fmt(row["distortion"], 2)]
+        body.append(line)
+    norms = []
+    for target in targets:
+        fused = cell.get((target, FUSED_LOSS))
+        if fused is None:
+            continue
+        norms.append(
+            f"{target}: L∞ {_fmt(fused['linf'], 2, 255.0)}/255, L2 {_fmt(fused['l2'], 2)}, "
+            f"SSIM {_fmt(fused['ssim'], 3)}, PSNR {_fmt(fused['psnr'], 2)} dB"
+        )
+    return (
+        f"## {title}\n\n"
+        + markdown_table(headers, body)
+        + "\nParallel fusion, mean over the chosen examples: "
+        + "; ".join(norms)
+        + ".\n"
+    )
+
+
+def summary_markdown(rows: Sequence[Mapping]) -> str:
+    """The Markdown report of :func:`summary_rows` (the text of ``summary.md``).
+
+    One section per dataset (and eps, when the rows have it), in the order of ``rows``.
+    """
+    out = [
+        "# MedIS attack summary\n",
+        "ASR % = successes / images attacked x 100; distortion = mean step index of the first "
+        "successful iterate over the successes; `parallel fusion` keeps, per image, the successful "
+        "loss with the fewest steps (Shukla, Gupta, Gupta, MTAP 2023). `-`: nothing to average.\n",
+    ]
+    if not rows:
+        out.append("No records.\n")
+        return "\n".join(out)
+    has_eps = any(EPS_KEY in row for row in rows)
+    sections: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["dataset"], row.get(EPS_KEY)) if has_eps else (row["dataset"],)
+        sections.setdefault(key, []).append(dict(row))
+    for key, members in sections.items():
+        title = str(key[0]) + (f" ({_eps_text(key[1])})" if has_eps else "")
+        out.append(_section(title, members))
+    return "\n".join(out)
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def summary_csv(rows: Sequence[Mapping]) -> str:
+    """The CSV text of :func:`summary_rows` (columns :data:`SUMMARY_COLUMNS`, eps when present)."""
+    has_eps = any(EPS_KEY in row for row in rows)
+    columns = [c for c in SUMMARY_COLUMNS if c != EPS_KEY or has_eps]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_value(row.get(column)) for column in columns])
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, dedupe: bool = False) -> tuple[Path, Path]:
+    """Write ``out_dir/summary.csv`` and ``out_dir/summary.md`` (atomically) from the records.
+
+    Args:
+        records: one mapping per (image, target kind, loss).
+        out_dir: the output folder (created if missing).
+        dedupe: keep the last of duplicate records instead of raising.
+
+    Returns:
+        ``(csv_path, md_path)``.
+
+    Raises:
+        ValueError: as :func:`medis.fusion.summary_table`; nothing is written then.
+    """
+    rows = summary_rows(records, dedupe=dedupe)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "summary.csv", out / "summary.md"
+    csv_text, md_text = summary_csv(rows), summary_markdown(rows)
+    _atomic_write(csv_path, csv_text)
+    _atomic_write(md_path, md_text)
+    return csv_path, md_path

@@ -1,0 +1,84 @@
+"""attack.py end to end (subprocess, the real Lightning trainer) on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medis import fusion
+from medis.reporting import read_records
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def attack(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "attack.py", f"paths.log_dir={tmp_path / 'outputs'}",
+            f"data.root={tmp_path / 'synthetic_isic'}", "data.synthetic.n=20", "data.synthetic.size=64",
+            "data.num_workers=0", "model.input_size=64", "attack.steps=3", *overrides]
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def only(pattern: str, root: Path) -> Path:
+    found = sorted(root.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
+    done = attack(tmp_path, "losses=paper6", "target=all", "data.eval_batch_size=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only("outputs/attack/runs/*", tmp_path)
+    records = read_records(run / "records.csv")
+    test_images = 4  # 20 synthetic images: 14 train, 2 val, 4 test
+    kinds = {"untargeted", "random", "most_similar", "white", "black"}
+    assert {r["target"] for r in records} == kinds
+    for kind in kinds:
+        rows = [r for r in records if r["target"] == kind]
+        assert len(rows) % 6 == 0 and 0 < len(rows) <= test_images * 6
+        assert {r["loss"] for r in rows} == {"logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined"}
+    # the fused numbers of summary.csv, recomputed from the records here
+    with open(run / "summary.csv", newline="") as handle:
+        summary = {(row["target"], row["loss"]): row for row in csv.DictReader(handle)}
+    for row in fusion.summary_table(records):
+        written = summary[(row["target"], row["loss"])]
+        assert float(written["asr"]) == pytest.approx(row["asr"])
+        assert int(written["images"]) == row["images"]
+    assert "parallel fusion" in (run / "summary.md").read_text()
+    metrics = (run / "csv" / "metrics.csv").read_text()
+    assert "attack/asr/synthetic_isic/untargeted/fused" in metrics.splitlines()[0]
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_attack_rejects_bad_names_before_work(tmp_path: Path) -> None:
+    done = attack(tmp_path, "losses.names=[bce,nope]")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown loss(es) ['nope']")
+    done = attack(tmp_path, "attack.eps=-0.1")
+    assert done.returncode == 2 and "attack.eps must be >= 0" in done.stderr
+
+
+def test_interrupted_run_resumes_to_the_same_records(tmp_path: Path) -> None:
+    common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1")
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    done = attack(tmp_path, *common, f"hydra.run.dir={full_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # "interrupted" after two of the four batches, then resumed in the same folder
+    done = attack(tmp_path, *common, f"hydra.run.dir={part_dir}", "trainer.limit_test_batches=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    partial = read_records(part_dir / "records.csv")
+    done = attack(tmp_path, *common, f"hydra.run.dir={part_dir}", "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = read_records(part_dir / "records.csv")
+    full = read_records(full_dir / "records.csv")
+    assert 0 < len(partial) < len(full)
+    key = lambda r: (r["target"], r["image_id"], r["loss"])  # noqa: E731
+    assert sorted(map(key, resumed)) == sorted(map(key, full))  # nothing lost, nothing twice
+    by_key = {key(r): r for r in full}
+    for record in resumed:
+        twin = by_key[key(record)]
+        assert (record["success"], record["steps"]) == (twin["success"], twin["steps"])
+        assert record["metric"] == pytest.approx(twin["metric"], abs=1e-6)
