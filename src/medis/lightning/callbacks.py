@@ -81,6 +81,6 @@ class FusionCallback(pl.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key="attack/summary", columns=columns,
                                  data=[[row.get(c) for c in columns] for row in self.rows])
-        summary_md, _ = write_summary(records, self.dirpath)
+        _, summary_md = write_summary(records, self.dirpath)
         print(Path(summary_md).read_text())
         print(f"records, summary.md and summary.csv in {self.dirpath}")
