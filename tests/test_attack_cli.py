@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,13 @@ import pytest
 from medis import fusion
 from medis.reporting import read_records
 
-REPO = Path(__file__).resolve().parents[1]
+from .entry_points import only, run_entry
+
 
 
 def attack(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "attack.py", f"paths.log_dir={tmp_path / 'outputs'}",
-            f"data.root={tmp_path / 'synthetic_isic'}", "data.synthetic.n=20", "data.synthetic.size=64",
-            "data.num_workers=0", "model.input_size=64", "attack.steps=3", *overrides]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-def only(pattern: str, root: Path) -> Path:
-    found = sorted(root.glob(pattern))
-    assert len(found) == 1, found
-    return found[0]
+    """attack.py on 20 synthetic images (4 in the test split), 3 steps, outputs under tmp_path."""
+    return run_entry("attack.py", tmp_path, "model.input_size=64", "attack.steps=3", *overrides, images=20)
 
 
 def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:

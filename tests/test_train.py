@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,14 @@ import torch
 from medis.models.checkpoints import read_checkpoint
 from medis.models.pranet import PraNet
 
+from .entry_points import only, run_entry
 from .models.seeded_weights import fill_seeded
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    """Run train.py with outputs and synthetic data under tmp_path (24 images, 64 px high)."""
-    args = [sys.executable, "train.py", *(["-m"] if multirun else []),
-            f"paths.log_dir={tmp_path / 'outputs'}", f"data.root={tmp_path / 'synthetic_isic'}",
-            "data.synthetic.n=24", "data.synthetic.size=64", "data.num_workers=0", *overrides]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-def only(pattern: str, root: Path) -> Path:
-    found = sorted(root.glob(pattern))
-    assert len(found) == 1, found
-    return found[0]
+    """train.py on 24 synthetic images 64 px high, outputs under tmp_path."""
+    return run_entry("train.py", tmp_path, *overrides, multirun=multirun)
 
 
 def test_real_pranet_fast_dev_run(tmp_path: Path) -> None:
