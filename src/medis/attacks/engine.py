@@ -169,10 +169,10 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
     double = config.mode == "paper" and config.kind in UNIFORM_TARGETS
     result = AttackResult(records=[])
     for position in range(criteria.records):
-        computed = ~state.done if config.compaction else state.done.new_ones(state.count)
-        active = computed.nonzero().squeeze(1).cpu()  # the one host read per step
-        if active.numel() == 0 or bool(state.done.all()):
+        remaining = (~state.done).nonzero().squeeze(1).cpu()  # the one host read per step
+        if remaining.numel() == 0:
             break
+        active = remaining if config.compaction else torch.arange(state.count)
         update = criteria.may_update(position)
         context = LossContext(step=position, total_steps=config.steps, targeted=config.targeted)
         for chunk in active.split(config.max_batch or active.numel()):
@@ -181,9 +181,10 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
         if not update:
             state.done[:] = True
         if config.fusion_only:
+            image_of = state.image_of.to(state.done.device)
             solved_image = torch.zeros(images.shape[0], dtype=torch.bool, device=state.done.device)
-            solved_image.index_put_((state.image_of.to(solved_image.device),), state.success_at >= 0, accumulate=True)
-            prune = solved_image[state.image_of.to(solved_image.device)] & ~state.done
+            solved_image.index_put_((image_of,), state.success_at >= 0, accumulate=True)
+            prune = solved_image[image_of] & ~state.done
             state.pruned |= prune & (state.success_at < 0)
             state.done |= prune
     _write_records(state, names, config, ids, dataset, result)

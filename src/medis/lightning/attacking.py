@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medis.lightning.attack_module import AttackModule
-from medis.lightning.training import _instantiate_all, build_loggers
+from medis.lightning.callbacks import FusionCallback
+from medis.lightning.training import job_trainer
 
 
 def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
@@ -20,18 +21,7 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
                           targets=list(cfg.target.kinds), output_dir=cfg.paths.output_dir, resume=cfg.resume,
                           seed=cfg.seed)
     datamodule = instantiate(cfg.data)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, inference_mode=False)
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams)
-    try:
+    with job_trainer(cfg, inference_mode=False) as trainer:
         trainer.test(module, datamodule=datamodule)
-    finally:
-        if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
-            import wandb
-
-            wandb.finish()
-    fusion = next((c for c in callbacks if hasattr(c, "rows")), None)
+    fusion = next((c for c in trainer.callbacks if isinstance(c, FusionCallback)), None)
     return {"records": module.records, "summary": fusion.rows if fusion is not None else []}

@@ -7,8 +7,9 @@ ours) -> SegmentationModule -> callbacks, loggers (a CSV logger is always added)
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -21,7 +22,7 @@ from medis.models.checkpoints import load_weights
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
+def instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a config group node that has a ``_target_``."""
     if not group:
         return []
@@ -30,10 +31,30 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """The configured loggers, plus a CSVLogger in the run folder when none is configured."""
-    loggers = _instantiate_all(cfg.get("logger"))
+    loggers = instantiate_all(cfg.get("logger"))
     if not any(isinstance(logger, CSVLogger) for logger in loggers):
         loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
     return loggers
+
+
+@contextlib.contextmanager
+def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
+    """The Trainer of a train or attack job: configured callbacks and loggers (CSV always), the
+    resolved config logged as hyperparameters, and W&B finished on exit so that each job of a
+    multirun gets its own W&B run."""
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers,
+                                      **trainer_kwargs)
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    try:
+        yield trainer
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -53,19 +74,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         kind = load_weights(net, cfg.init_from)
         log.info("initialised the network from %s (%s checkpoint)", cfg.init_from, kind)
     module = instantiate(cfg.module, net=net)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams)
-    try:
+    with job_trainer(cfg) as trainer:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    finally:
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            import wandb
-
-            wandb.finish()  # each job of a multirun gets its own W&B run
     return _report(trainer)
 
 

@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 from medis.errors import DataError
 
@@ -283,6 +283,16 @@ class RecordWriter:
 # --------------------------------------------------------------------------------------------
 
 
+def _optional(value: str, cast: Callable[[str], Any], error: Callable[[], DataError]) -> Any:
+    """``None`` for an empty field, else ``cast(value)``; ``error()`` is raised when the cast fails."""
+    if value == "":
+        return None
+    try:
+        return cast(value)
+    except ValueError:
+        raise error() from None
+
+
 def _decode(fields: list[str], path: Path, line: int) -> dict:
     """CSV fields (in RECORD_COLUMNS order) -> a record dict; DataError naming file and line."""
 
@@ -298,13 +308,7 @@ def _decode(fields: list[str], path: Path, line: int) -> dict:
                 raise fail(key, value, "True or False")
             record[key] = value == "True"
         elif key == "steps":
-            if value == "":
-                record[key] = None
-            else:
-                try:
-                    record[key] = int(value)
-                except ValueError:
-                    raise fail(key, value, "an int or empty") from None
+            record[key] = _optional(value, int, lambda: fail(key, value, "an int or empty"))
         elif key == "trajectory":
             try:
                 parsed = json.loads(value) if value else []
@@ -314,13 +318,7 @@ def _decode(fields: list[str], path: Path, line: int) -> dict:
             except (ValueError, TypeError):
                 raise fail(key, value, "a JSON list of numbers") from None
         else:  # eps and the float columns
-            if value == "":
-                record[key] = None
-            else:
-                try:
-                    record[key] = float(value)
-                except ValueError:
-                    raise fail(key, value, "a number or empty") from None
+            record[key] = _optional(value, float, lambda: fail(key, value, "a number or empty"))
     return record
 
 
