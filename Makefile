@@ -8,7 +8,10 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all clean-venv
+DEMO_DIR   ?= outputs/demo
+DEMO_CKPT  ?= $(DEMO_DIR)/pranet_lite_demo.ckpt
+
+.PHONY: setup test test-all demo clean-venv
 
 setup: $(VENV)/.installed
 
@@ -24,6 +27,16 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
+
+# Synthetic ISIC (generated on first use), pranet_lite trained once (demo_train, kept as
+# $(DEMO_CKPT)), then MedIS on 32 test images: six paper losses, untargeted + four targets.
+demo: setup
+	@if [ ! -f "$(DEMO_CKPT)" ]; then \
+	  rm -rf "$(DEMO_DIR)/train" && \
+	  $(PY) train.py experiment=demo_train hydra.run.dir="$(DEMO_DIR)/train" && \
+	  cp "$$(ls "$(DEMO_DIR)"/train/checkpoints/best-*.ckpt | tail -n 1)" "$(DEMO_CKPT)"; \
+	fi
+	$(PY) attack.py experiment=demo model.checkpoint="$(DEMO_CKPT)" hydra.run.dir="$(DEMO_DIR)/attack"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from medis import fusion
 from medis.reporting import read_records
 
-from .entry_points import only, run_entry
+from .entry_points import REPO, only, run_entry
 
 
 
@@ -43,6 +47,11 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
     metrics = (run / "csv" / "metrics.csv").read_text()
     assert "attack/asr/synthetic_isic/untargeted/fused" in metrics.splitlines()[0]
     assert list((run / "wandb").glob("offline-run-*"))
+    # the gallery: one PNG per target, as many rows as test images (<= gallery_size 4)
+    for kind in kinds:
+        with Image.open(run / f"gallery_{kind}.png") as png:
+            assert png.height > 4 * 64 and png.width > 7 * 64
+    assert "attack run folder:" in done.stdout and "gallery_white.png" in done.stdout
 
 
 def test_attack_rejects_bad_names_before_work(tmp_path: Path) -> None:
@@ -53,22 +62,34 @@ def test_attack_rejects_bad_names_before_work(tmp_path: Path) -> None:
     assert done.returncode == 2 and "attack.eps must be >= 0" in done.stderr
 
 
-def test_interrupted_run_resumes_to_the_same_records(tmp_path: Path) -> None:
-    common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1")
-    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+def test_killed_run_resumes_to_the_same_records(tmp_path: Path) -> None:
+    """SIGKILL the process once some batches are on disk, then resume=true: same records as a full run."""
+    common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1", "attack.steps=6", "logger=csv")
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     done = attack(tmp_path, *common, f"hydra.run.dir={full_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
-    # "interrupted" after two of the four batches, then resumed in the same folder
-    done = attack(tmp_path, *common, f"hydra.run.dir={part_dir}", "trainer.limit_test_batches=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    partial = read_records(part_dir / "records.csv")
-    done = attack(tmp_path, *common, f"hydra.run.dir={part_dir}", "resume=true")
-    assert done.returncode == 0, done.stderr[-3000:]
-    resumed = read_records(part_dir / "records.csv")
     full = read_records(full_dir / "records.csv")
+
+    args = [sys.executable, "attack.py", f"paths.log_dir={tmp_path / 'outputs'}",
+            f"data.root={tmp_path / 'synthetic_isic'}", "data.synthetic.n=20", "data.synthetic.size=64",
+            "data.num_workers=0", "model.input_size=64", *common, f"hydra.run.dir={cut_dir}"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = cut_dir / "records.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if records.exists() and len(read_records(records)) >= 20:  # two of four batches on disk
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be interrupted"
+    partial = read_records(records)
     assert 0 < len(partial) < len(full)
+
+    done = attack(tmp_path, *common, f"hydra.run.dir={cut_dir}", "resume=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = read_records(records)
     key = lambda r: (r["target"], r["image_id"], r["loss"])  # noqa: E731
-    assert sorted(map(key, resumed)) == sorted(map(key, full))  # nothing lost, nothing twice
+    assert sorted(map(key, resumed)) == sorted(map(key, full))
     by_key = {key(r): r for r in full}
     for record in resumed:
         twin = by_key[key(record)]

@@ -11,11 +11,22 @@ Random and most-similar targets are drawn from the test set's own masks (kept at
 ``pool_size`` pixels a side): random targets are seeded per image (clean mode) or one per loss for
 the whole set (paper mode, as the MedIS notebooks); the most-similar table is computed once.
 
+With several processes (DDP) every rank streams to its own ``records.rank<r>.csv`` and, at the end
+of the test epoch, rank 0 merges them into ``records.csv`` with one record per (image, target,
+loss): the distributed sampler repeats samples to pad the last batch (:mod:`medis.reporting.shards`).
+Callbacks that need all the records (fusion, gallery) therefore run in ``on_test_end``.
+
+For the first ``gallery_size`` images of every target the module also keeps, in ``gallery``, the
+clean and adversarial images and predictions of the loss parallel fusion would pick (the
+successful loss with the fewest steps; when none succeeded, the loss with the best final metric),
+for :class:`medis.lightning.gallery.AdversarialGallery`.
+
 The trainer must run with ``inference_mode=False``: the engine enables gradients itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +40,7 @@ from medis.errors import ConfigError
 from medis.losses import LOSS_NAMES
 from medis.models.frontend import Victim
 from medis.reporting import RecordWriter, completed_keys, read_records
+from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 
 TARGETS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
 
@@ -62,10 +74,12 @@ class AttackModule(pl.LightningModule):
         resume: keep the records on disk and skip their work.
         seed: random targets and random starts.
         pool_size: longest side of the masks kept for random and most-similar targets.
+        gallery_size: images per target kept for the gallery (0: none).
     """
 
     def __init__(self, victim: Victim, attack: dict[str, Any], losses: Sequence[str], targets: Sequence[str],
-                 output_dir: str, resume: bool = False, seed: int = 0, pool_size: int = 256) -> None:
+                 output_dir: str, resume: bool = False, seed: int = 0, pool_size: int = 256,
+                 gallery_size: int = 4) -> None:
         super().__init__()
         unknown = [name for name in losses if name not in LOSS_NAMES]
         if unknown or not losses:
@@ -82,6 +96,8 @@ class AttackModule(pl.LightningModule):
         self.seed = seed
         self.pool_size = pool_size
         self.records: list[dict] = []
+        self.gallery_size = gallery_size
+        self.gallery: dict[str, list[dict]] = {kind: [] for kind in self.targets}
         self.skipped = {kind: 0 for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
@@ -92,15 +108,31 @@ class AttackModule(pl.LightningModule):
     # ------------------------------------------------------------------ set-up
     def on_test_start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "records.csv"
-        if self.resume and path.exists():
-            self.records = read_records(path)
-            self._done = completed_keys(self.records)
-        elif path.exists():
-            path.unlink()
+        merged = self.output_dir / RECORDS_NAME
+        world, rank = self.trainer.world_size, self.global_rank
+        path = merged if world == 1 else shard_path(self.output_dir, rank)
+        if self.resume:
+            for source in [merged, *stale_shards(self.output_dir)]:
+                if source.exists():
+                    self._done |= completed_keys(read_records(source))
+            if merged.exists() and world == 1:
+                self.records = read_records(merged)
+        else:
+            self._discard_old_records(merged, path, rank)
         self._writer = RecordWriter(path)
         if {"random", "most_similar"} & set(self.targets):
             self._build_pool()
+
+    def _discard_old_records(self, merged: Path, own: Path, rank: int) -> None:
+        """A fresh run: each rank deletes its own old file; rank 0 also the merged file and stale shards."""
+        if own.exists():
+            own.unlink()
+        if rank == 0:
+            for path in [merged, *stale_shards(self.output_dir)]:
+                if path.exists() and path != own:
+                    path.unlink()
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("medis-records-clean")
 
     def _build_pool(self) -> None:
         """Masks of the whole test set (downsampled) and, if needed, the most-similar table."""
@@ -168,15 +200,50 @@ class AttackModule(pl.LightningModule):
             return
         pick = (lambda seq: [seq[i] for i in keep])
         reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
-        result = run_attack(self.victim, pick(images), reference, self.losses, self.configs[kind], pick(ids), dataset)
+        config = self.configs[kind]
+        wanted = self.gallery_size - len(self.gallery[kind])
+        if wanted > 0:
+            config = dataclasses.replace(config, keep_images=True)
+        result = run_attack(self.victim, pick(images), reference, self.losses, config, pick(ids), dataset)
         self.records.extend(result.records)
         assert self._writer is not None
         self._writer.append(result.records)
+        if wanted > 0:
+            self._keep_for_gallery(kind, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
+
+    # ------------------------------------------------------------------ gallery
+    def _keep_for_gallery(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
+                          references, ids: list[str], result, wanted: int) -> None:
+        """Keep up to ``wanted`` gallery entries (see the module docstring) from one attacked group."""
+        targeted = kind != "untargeted"
+        for i, image_id in enumerate(ids[:wanted]):
+            mine = [r for r in result.records if r["image_id"] == image_id]
+            won = [r for r in mine if r["success"]]
+            sign = -1.0 if targeted else 1.0
+            if won:
+                best = min(won, key=lambda r: (r["steps"], sign * r["metric"], r["loss"]))
+            else:
+                best = min(mine, key=lambda r: (sign * r["metric"], r["loss"]))
+            adversarial = result.adversarial[(image_id, best["loss"])]
+            reference = references[best["loss"]][i] if isinstance(references, dict) else references[i]
+            with torch.no_grad():
+                probs = self.victim(torch.stack([images[i], adversarial.to(images[i])])).prob.cpu()
+            self.gallery[kind].append({
+                "dataset": dataset, "id": image_id, "loss": best["loss"], "success": bool(best["success"]),
+                "steps": best["steps"], "image": images[i].detach().cpu(), "adversarial": adversarial,
+                "mask": masks[i].detach().cpu(), "reference": reference.detach().cpu(),
+                "clean_prob": probs[0], "adversarial_prob": probs[1]})
 
     def on_test_epoch_end(self) -> None:
+        """Close this rank's record file; with several ranks, rank 0 merges the shards."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("medis-records-merge")
+            if self.global_rank == 0:
+                self.records = merge_shards(self.output_dir, self.trainer.world_size)
+            self.trainer.strategy.barrier("medis-records-merged")
 
     def configure_optimizers(self) -> None:
         return None

@@ -53,13 +53,16 @@ class ValidationPredictions(pl.Callback):
 class FusionCallback(pl.Callback):
     """At the end of the attack: fuse the records (:mod:`medis.fusion`), log ASR and distortion per
     loss and fused, per target, as scalars (``attack/asr/<target>/<loss>``, ``.../fused``) and as a
-    W&B table, and write ``summary.md`` and ``summary.csv`` into ``dirpath``."""
+    W&B table, and write ``summary.md`` and ``summary.csv`` into ``dirpath``.
+
+    Runs in ``on_test_end``, after the module's ``on_test_epoch_end`` has merged the records of all
+    ranks (callbacks' epoch-end hooks run before the module's)."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
         self.rows: list[dict] = []
 
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from medis.reporting import summary_rows, write_summary
 
         records = getattr(pl_module, "records", [])

@@ -1,0 +1,90 @@
+"""Per-rank record shards of a multi-process (DDP) attack, and their merge into ``records.csv``.
+
+With several processes each rank streams its records to ``records.rank<r>.csv`` (one writer per
+file, so no two processes ever append to the same file). At the end rank 0 merges
+``records.csv`` (rows kept from an earlier, resumed run) and the shards of ranks ``0..world-1``
+into ``records.csv``, keeping the FIRST record of every (dataset, image, target, loss): the
+distributed sampler pads the last batch by repeating samples, so some images are attacked twice
+and must be counted once. The merged file is written atomically (temporary file, then
+``os.replace``) before the shards are deleted, so a crash at any point loses no finished row.
+
+Pure Python: no torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from medis.reporting.records_io import RecordWriter, completed_keys, read_records
+
+__all__ = ["RECORDS_NAME", "dedupe_records", "merge_shards", "shard_path", "stale_shards", "write_records"]
+
+RECORDS_NAME = "records.csv"
+"""The merged records file of a run folder."""
+
+
+def shard_path(folder: str | os.PathLike, rank: int) -> Path:
+    """``<folder>/records.rank<rank>.csv``: the file rank ``rank`` streams to."""
+    return Path(folder) / f"records.rank{rank}.csv"
+
+
+def stale_shards(folder: str | os.PathLike) -> list[Path]:
+    """Every ``records.rank*.csv`` in ``folder``, sorted by name."""
+    return sorted(Path(folder).glob("records.rank*.csv"))
+
+
+def dedupe_records(records: Iterable[Mapping]) -> list[Mapping]:
+    """The records with only the FIRST of each (dataset, image_id, target, loss) key kept, in order."""
+    seen: set[tuple[str, str, str, str]] = set()
+    kept: list[Mapping] = []
+    for record in records:
+        key = next(iter(completed_keys([record])))
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
+    """Write ``records`` as a complete records CSV at ``path``, atomically (temp file, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        os.unlink(temp)  # RecordWriter writes the header into a new file
+        with RecordWriter(temp) as writer:
+            writer.append(records)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path
+
+
+def merge_shards(folder: str | os.PathLike, world_size: int) -> list[dict]:
+    """Merge ``records.csv`` and the shards of ranks ``0..world_size-1`` into ``records.csv``.
+
+    Args:
+        folder: the run folder.
+        world_size: number of ranks whose shards are read (shards of higher ranks are stale
+            leftovers and are ignored, then deleted).
+
+    Returns:
+        The merged records (first of each key kept), as written.
+
+    Raises:
+        DataError: a file is not a records CSV.
+    """
+    folder = Path(folder)
+    merged_path = folder / RECORDS_NAME
+    sources = ([merged_path] if merged_path.exists() else []) + [
+        shard_path(folder, rank) for rank in range(world_size) if shard_path(folder, rank).exists()]
+    records = dedupe_records(record for source in sources for record in read_records(source))
+    write_records(merged_path, records)
+    for shard in stale_shards(folder):
+        shard.unlink()
+    return [dict(r) for r in records]
