@@ -98,7 +98,7 @@ class AttackModule(pl.LightningModule):
         self.records: list[dict] = []
         self.gallery_size = gallery_size
         self.gallery: dict[str, list[dict]] = {kind: [] for kind in self.targets}
-        self.skipped = {kind: 0 for kind in self.targets}
+        self._skipped: dict[str, set[tuple[str, str]]] = {kind: set() for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
         self._pool: list[torch.Tensor] = []
@@ -193,7 +193,7 @@ class AttackModule(pl.LightningModule):
         keep = list(range(len(ids)))
         if kind != "untargeted" and not isinstance(references, dict):  # per-loss targets: not skipped
             equal = same_as_ground_truth(references, masks)
-            self.skipped[kind] += int(equal.sum())
+            self._skipped[kind] |= {keys[i] for i in range(len(ids)) if bool(equal[i])}
             keep = [i for i in keep if not bool(equal[i])]
         keep = [i for i in keep if any((dataset, ids[i], kind, loss) not in self._done for loss in self.losses)]
         if not keep:
@@ -210,6 +210,12 @@ class AttackModule(pl.LightningModule):
         self._writer.append(result.records)
         if wanted > 0:
             self._keep_for_gallery(kind, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Images skipped per target kind because their target equals their ground truth (all ranks
+        after the test epoch)."""
+        return {kind: len(keys) for kind, keys in self._skipped.items()}
 
     # ------------------------------------------------------------------ gallery
     def _keep_for_gallery(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
@@ -241,6 +247,11 @@ class AttackModule(pl.LightningModule):
             self._writer = None
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier("medis-records-merge")
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, self._skipped)
+            for other in gathered:
+                for kind, keys in other.items():
+                    self._skipped[kind] |= keys
             if self.global_rank == 0:
                 self.records = merge_shards(self.output_dir, self.trainer.world_size)
             self.trainer.strategy.barrier("medis-records-merged")

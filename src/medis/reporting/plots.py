@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medis.fusion import FUSED_LOSS, choose_per_image
+from medis.reporting.atomic import atomic_write
 from medis.reporting.summary import _target_order
 from medis.reporting.sweep import JOB_KEY, NO_LABEL
 
@@ -42,22 +42,7 @@ def _new_figure(panels: int) -> tuple[Any, list[Any]]:
 
 def _save(figure: Any, path: str | os.PathLike) -> Path:
     """Write ``figure`` as a PNG to ``path`` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=100)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
 
 
 def _title(*parts: str) -> str:

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from medis.errors import DataError
 
-__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records"]
+__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "records_csv_text"]
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -162,6 +162,11 @@ def _rows_text(records: Iterable[Mapping]) -> str:
 # --------------------------------------------------------------------------------------------
 # Writer
 # --------------------------------------------------------------------------------------------
+
+
+def records_csv_text(records: Iterable[Mapping]) -> str:
+    """A whole records CSV (header and one line per record) as text; validates like ``append``."""
+    return _HEADER_LINE + _rows_text(records)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,11 +14,11 @@ Pure Python: no torch, no Lightning.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from medis.reporting.records_io import RecordWriter, completed_keys, read_records
+from medis.reporting.atomic import atomic_write_text
+from medis.reporting.records_io import completed_keys, read_records, records_csv_text
 
 __all__ = ["RECORDS_NAME", "dedupe_records", "merge_shards", "shard_path", "stale_shards", "write_records"]
 
@@ -50,19 +50,7 @@ def dedupe_records(records: Iterable[Mapping]) -> list[Mapping]:
 
 def write_records(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
     """Write ``records`` as a complete records CSV at ``path``, atomically (temp file, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        os.unlink(temp)  # RecordWriter writes the header into a new file
-        with RecordWriter(temp) as writer:
-            writer.append(records)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return path
+    return atomic_write_text(path, records_csv_text(records))
 
 
 def merge_shards(folder: str | os.PathLike, world_size: int) -> list[dict]:

@@ -23,12 +23,12 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medis.fusion import FUSED_LOSS, UNTARGETED, summary_table
+from medis.reporting.atomic import atomic_write_text
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -239,20 +239,8 @@ def summary_csv(rows: Sequence[Mapping]) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`medis.reporting.atomic.atomic_write_text`)."""
+    atomic_write_text(path, text)
 
 
 def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, dedupe: bool = False) -> tuple[Path, Path]:
