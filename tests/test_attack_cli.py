@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from medis import fusion
@@ -54,12 +55,41 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
     assert "attack run folder:" in done.stdout and "gallery_white.png" in done.stdout
 
 
-def test_attack_rejects_bad_names_before_work(tmp_path: Path) -> None:
-    done = attack(tmp_path, "losses.names=[bce,nope]")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown loss(es) ['nope']")
-    done = attack(tmp_path, "attack.eps=-0.1")
-    assert done.returncode == 2 and "attack.eps must be >= 0" in done.stderr
+@pytest.mark.parametrize(("override", "message"), [
+    ("losses.names=[bce,nope]", "error: unknown loss(es) ['nope']; valid: "),
+    ("target.kinds=[white,grey]", "error: unknown target(s) ['grey']; valid: "),
+    ("attack.eps=-0.1", "attack.eps must be >= 0"),
+    ("attack.steps=0", "steps"),
+    ("attack.success_threshold=1.5", "error: attack.success_threshold must be in [0, 1]"),
+])
+def test_attack_rejects_bad_values_before_work(tmp_path: Path, override: str, message: str) -> None:
+    done = attack(tmp_path, override)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert not list(tmp_path.glob("outputs/attack/runs/*/records.csv"))  # no work started
+
+
+def test_attack_rejects_a_checkpoint_of_another_model(tmp_path: Path) -> None:
+    from medis.models.unet import UNet
+
+    checkpoint = tmp_path / "unet.pt"
+    torch.save(UNet().state_dict(), checkpoint)
+    done = attack(tmp_path, f"model.checkpoint={checkpoint}")
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(checkpoint) in last, last
+
+
+def test_attack_rejects_an_empty_data_set(tmp_path: Path) -> None:
+    empty = tmp_path / "ISIC2018"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "attack.py", "data=isic2018", f"data.root={empty}",
+                           f"paths.log_dir={tmp_path / 'outputs'}", "model.input_size=64"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(empty) in last, last
 
 
 def test_killed_run_resumes_to_the_same_records(tmp_path: Path) -> None:

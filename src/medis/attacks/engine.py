@@ -73,6 +73,7 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"attack.max_batch must be >= 1 or null, got {self.max_batch}")
+        self.criteria  # validates steps, mode and thresholds now, before any work
 
     @property
     def criteria(self) -> Criteria:
