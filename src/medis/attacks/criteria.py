@@ -52,10 +52,6 @@ class Criteria:
             raise ConfigError(f"attack.mode={self.mode!r} must be one of {MODES}")
         if self.steps < 1:
             raise ConfigError(f"attack.steps must be >= 1, got {self.steps}")
-        for key in ("stop_threshold", "success_threshold"):
-            value = getattr(self, key)
-            if value is not None and not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"attack.{key} must be in [0, 1] or null, got {value}")
 
     @property
     def stop_at(self) -> float:

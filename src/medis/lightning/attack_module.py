@@ -51,6 +51,10 @@ def attack_config(settings: dict[str, Any], targeted: bool, kind: str) -> Attack
     update = UpdateConfig(rule=values.pop("update", "sign"), step_size=float(values.pop("step_size", 1 / 255)),
                           eps=values.pop("eps", None), random_start=bool(values.pop("random_start", False)),
                           momentum=float(values.pop("momentum", 1.0)))
+    for key in ("stop_threshold", "success_threshold"):
+        value = values.get(key)
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"attack.{key} must be in [0, 1] or null, got {value}")
     known = {"mode", "steps", "stop_threshold", "success_threshold", "max_batch", "fusion_only", "keep_images", "seed"}
     unknown = set(values) - known
     if unknown:
