@@ -46,3 +46,28 @@ def test_eps_by_target_sweep_and_report(tmp_path: Path) -> None:
         written = fused[(row["eps"], row["target"])]
         assert float(written["asr"]) == pytest.approx(row["asr"])
         assert int(written["images"]) == row["images"] == 4
+
+
+def test_sharded_jobs_report_like_one_run(tmp_path: Path) -> None:
+    """data.shard=0/2,1/2 as two jobs: the report fuses them into the numbers of one unsharded run
+    (most-similar targets still come from the whole test split)."""
+    common = ("model.input_size=64", "attack.steps=3", "losses.names=[bce,dice]", "target.kinds=[untargeted,most_similar]",
+              "data.eval_batch_size=1", "logger=csv")
+    done = run_entry("attack.py", tmp_path / "one", *common, images=20)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_entry("attack.py", tmp_path / "two", *common, "data.shard=0/2,1/2", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", images=20, multirun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = read_records(only("one/outputs/attack/runs/*/records.csv", tmp_path))
+    sweep = only("two/outputs/attack/multiruns/*", tmp_path)
+    report = subprocess.run([sys.executable, "-m", "medis.report", str(sweep)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    with open(sweep / "report" / "comparison.csv", newline="") as handle:
+        rows = {(r["target"], r["loss"]): r for r in csv.DictReader(handle)}
+    expected = fusion.summary_table(single)
+    assert len(rows) == len(expected) == 6  # one job label: both shards fused together
+    for row in expected:
+        written = rows[(row["target"], row["loss"])]
+        assert int(written["images"]) == row["images"] == 4
+        assert float(written["asr"]) == pytest.approx(row["asr"])

@@ -148,3 +148,22 @@ def test_bad_configs_fail_with_the_key(synthetic_root: Path) -> None:
     dm = SegmentationDataModule(root=str(synthetic_root / "kvasir"), layout="kvasir", test_split="test")
     with pytest.raises(ConfigError, match="no official splits"):
         dm.setup()
+
+
+def test_shards_partition_the_test_split(synthetic_root: Path) -> None:
+    def test_ids(shard: str | None, sharded: bool = True) -> list[str]:
+        dm = instantiate(compose_data("synthetic_polyp", synthetic_root / "pranet", "data.synthetic=null",
+                                      f"data.shard={shard}" if shard else "data.shard=null"))
+        return [s.id for s in dm.dataset("test", sharded=sharded).samples]
+
+    everything = test_ids(None)
+    parts = [test_ids(f"{i}/3") for i in range(3)]
+    assert sorted(i for part in parts for i in part) == sorted(everything)  # disjoint, complete
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    assert test_ids("1/3", sharded=False) == everything  # the target pool stays whole
+
+
+@pytest.mark.parametrize("shard", ["3/3", "-1/2", "a/b", "1"])
+def test_bad_shard_names_the_key(shard: str) -> None:
+    with pytest.raises(ConfigError, match="data.shard"):
+        SegmentationDataModule(root=".", layout="kvasir", shard=shard)

@@ -28,6 +28,19 @@ from medis.data.transforms import AugmentConfig, eval_transform, train_transform
 from medis.errors import ConfigError, DataError
 
 
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with 0 <= i < n; ``None`` -> ``None``; ConfigError otherwise."""
+    if shard is None:
+        return None
+    try:
+        index, count = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise ConfigError(f"data.shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"data.shard={shard}: need 0 <= i < n")
+    return index, count
+
+
 def holdout(samples: list[SamplePaths], fractions: dict[str, float], seed: int) -> dict[str, list[SamplePaths]]:
     """Split ``samples`` into ``rest`` and one part per fraction by a seeded permutation.
 
@@ -66,6 +79,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         mask_suffix: ``generic`` layout only: masks named ``<stem><suffix>.<ext>``.
         synthetic: ``{kind, n, size, seed}``: generate this synthetic set at ``root`` when missing.
         seed: seed of the held-out splits and of the augmentation pipeline.
+        shard: ``"i/n"``: the test split keeps every n-th sample from the i-th (0-based, natural
+            order), so n independent jobs attack disjoint parts of one set; ``None``: all.
+            Targets drawn from the set (random, most similar) still come from the whole split.
     """
 
     def __init__(
@@ -88,8 +104,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
         pin_memory: bool = False,
+        shard: str | None = None,
     ) -> None:
         super().__init__()
+        self.shard = parse_shard(shard)
         if layout not in LAYOUTS:
             raise ConfigError(f"data.layout={layout!r} is not a known layout; choose one of {sorted(LAYOUTS)}")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -161,14 +179,21 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.samples = self.discover_splits()
 
     # ------------------------------------------------------------------ datasets and loaders
-    def dataset(self, split: Literal["train", "val", "test"]) -> SegmentationDataset:
-        """The dataset of one split with the transform its role calls for."""
+    def dataset(self, split: Literal["train", "val", "test"], sharded: bool = True) -> SegmentationDataset:
+        """The dataset of one split with the transform its role calls for (the test split restricted
+        to ``shard`` unless ``sharded=False``)."""
         self.setup()
         assert self.samples is not None
         samples = self.samples[split]
         if not samples:
             raise DataError(f"data set at {self.root} has no {split} samples (set data.{split}_split or "
                             f"data.{split}_fraction)")
+        if split == "test" and sharded and self.shard is not None:
+            index, count = self.shard
+            samples = samples[index::count]
+            if not samples:
+                raise DataError(f"data.shard={index}/{count}: no test samples left of {len(self.samples[split])} "
+                                f"at {self.root}")
         if split == "train":
             transform = train_transform(self.image_size, self.augment, seed=self.seed)
         elif split == "test" and self.test_mode == "attack":

@@ -136,7 +136,7 @@ class AttackModule(pl.LightningModule):
 
     def _build_pool(self) -> None:
         """Masks of the whole test set (downsampled) and, if needed, the most-similar table."""
-        dataset = self.trainer.datamodule.dataset("test")
+        dataset = self.trainer.datamodule.dataset("test", sharded=False)  # targets come from the whole set
         for index, sample in enumerate(dataset):
             mask = sample["mask"]
             scale = self.pool_size / max(mask.shape[-2:])

@@ -6,7 +6,7 @@ sweep's ``subdir`` has several levels), each with a ``records.csv`` and a ``.hyd
 record with its job's *label*: the job's overrides without those whose effect is already a record
 column or that only split the work (:data:`LABEL_IGNORED_KEYS`), sorted and joined by spaces.
 
-So jobs that only split the losses, the targets or the eps of one experiment share a label and are
+So jobs that only split the losses, the targets, the images (``data.shard``) or the eps of one experiment share a label and are
 fused and compared together (parallel fusion across jobs picks, per image, the successful loss with
 the fewest steps, whichever job ran it), while jobs that differ in e.g. ``attack.steps``, ``seed``
 or ``model`` keep apart. A plain single run folder (``records.csv`` at its top) works as well.
@@ -54,9 +54,11 @@ __all__ = [
     "write_comparison",
 ]
 
-LABEL_IGNORED_KEYS: tuple[str, ...] = ("losses", "losses.*", "target", "target.*", "attack.eps", "hydra.*", "resume")
+LABEL_IGNORED_KEYS: tuple[str, ...] = ("losses", "losses.*", "target", "target.*", "attack.eps", "data.shard",
+                                        "hydra.*", "resume")
 """Override keys left out of a job's label: ``losses``/``target``/``attack.eps`` are record
-columns (loss, target, eps), ``hydra.*`` and ``resume`` only say where and how the work is done.
+columns (loss, target, eps); ``data.shard`` splits the images, ``hydra.*`` and ``resume`` only say
+where and how the work is done.
 ``"x.*"`` matches every key below ``x`` (``x.a``, ``x.a.b``), not ``x`` itself."""
 JOB_KEY = "job"
 """The record key :func:`gather` adds: the job's label."""
