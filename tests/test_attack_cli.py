@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -53,6 +54,11 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
         with Image.open(run / f"gallery_{kind}.png") as png:
             assert png.height > 4 * 64 and png.width > 7 * 64
     assert "attack run folder:" in done.stdout and "gallery_white.png" in done.stdout
+    # what the run checked and how it was made
+    checks = json.loads((run / "checks.json").read_text())
+    assert checks["masks"]["total"] == test_images and "zero_gradient_share" in checks["victim"]
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["seed"] == 0 and info["versions"]["torch"]
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -68,6 +74,14 @@ def test_attack_rejects_bad_values_before_work(tmp_path: Path, override: str, me
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
     assert not list(tmp_path.glob("outputs/attack/runs/*/records.csv"))  # no work started
+
+
+def test_attack_refuses_an_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    done = attack(tmp_path, f"paths.output_dir={blocker / 'run'}", "logger=csv")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: output folder {blocker / 'run'} is not writable")
 
 
 def test_attack_rejects_a_checkpoint_of_another_model(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ rules in :mod:`medis.attacks.updates`; one record per (image, loss) is returned,
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -316,6 +317,9 @@ def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Ten
     if len(ids) != len(image_list) or any(len(refs) != len(image_list) for refs in per_loss.values()):
         raise ConfigError(f"{len(image_list)} images but {len(ids)} ids / references of other lengths")
     model = victim.model if hasattr(victim, "model") else victim
+    if isinstance(model, torch.nn.Module) and model.training:
+        warnings.warn("the victim was in train mode; the attack runs it in eval mode (batch-norm running "
+                      "statistics, no dropout) and restores the mode afterwards", stacklevel=2)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, image in enumerate(image_list):
         groups.setdefault(tuple(image.shape), []).append(i)

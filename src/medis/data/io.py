@@ -57,20 +57,29 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask and binarise it at > 127 (on the first channel of a colour mask).
-
-    Returns:
-        ``bool`` array of shape (H, W).
-    """
+def read_mask_levels(path: str | Path) -> np.ndarray:
+    """A mask's grey levels as stored: ``uint8`` (H, W) (first channel of a colour mask)."""
     path = Path(path)
     image = _open(path)
     if image.mode in ("RGB", "RGBA", "P", "CMYK", "LA", "1"):
         image = image.convert("L")
     array = _to_uint8(image)
-    if array.ndim == 3:
-        array = array[..., 0]
-    return array > MASK_THRESHOLD
+    return array[..., 0] if array.ndim == 3 else array
+
+
+def binarise(levels: np.ndarray) -> np.ndarray:
+    """Foreground of a mask's grey levels: > 127; a mask coded 0/1 (maximum 1) has foreground = 1."""
+    return levels == 1 if levels.max(initial=0) == 1 else levels > MASK_THRESHOLD
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask and binarise it at > 127 (on the first channel of a colour mask); a mask coded
+    0/1 (its maximum is 1) keeps its 1s as foreground instead of coming out empty.
+
+    Returns:
+        ``bool`` array of shape (H, W).
+    """
+    return binarise(read_mask_levels(path))
 
 
 def read_pair(image_path: str | Path, mask_path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,25 +21,34 @@ clean and adversarial images and predictions of the loss parallel fusion would p
 successful loss with the fewest steps; when none succeeded, the loss with the best final metric),
 for :class:`medis.lightning.gallery.AdversarialGallery`.
 
+Before attacking, rank 0 audits the test split's masks (:mod:`medis.data.audit`) and checks the
+victim on the first batch (:mod:`medis.attacks.sanity`: stochastic output, gradient masking, clean
+failures); findings are warned once and written with the measured values to ``checks.json``.
+
 The trainer must run with ``inference_mode=False``: the engine enables gradients itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.sanity import check_victim
+from medis.data.audit import audit_masks
 from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
 from medis.attacks.updates import UpdateConfig
 from medis.errors import ConfigError
 from medis.losses import LOSS_NAMES
 from medis.models.frontend import Victim
 from medis.reporting import RecordWriter, completed_keys, read_records
+from medis.reporting.atomic import atomic_write_text
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 
 TARGETS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
@@ -98,6 +107,7 @@ class AttackModule(pl.LightningModule):
         self.records: list[dict] = []
         self.gallery_size = gallery_size
         self.gallery: dict[str, list[dict]] = {kind: [] for kind in self.targets}
+        self.checks: dict[str, dict] = {}
         self._skipped: dict[str, set[tuple[str, str]]] = {kind: set() for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
@@ -122,6 +132,10 @@ class AttackModule(pl.LightningModule):
         self._writer = RecordWriter(path)
         if {"random", "most_similar"} & set(self.targets):
             self._build_pool()
+        if self.global_rank == 0:
+            samples = self.trainer.datamodule.dataset("test", sharded=False).samples
+            audit = audit_masks(sample.mask for sample in samples)
+            self._note("masks", audit.as_dict())
 
     def _discard_old_records(self, merged: Path, own: Path, rank: int) -> None:
         """A fresh run: each rank deletes its own old file; rank 0 also the merged file and stale shards."""
@@ -177,9 +191,17 @@ class AttackModule(pl.LightningModule):
         return [from_pool(self._draw(i), m) for i, m in zip(indices, masks)]
 
     # ------------------------------------------------------------------ the attack
+    def _note(self, name: str, findings: dict) -> None:
+        """Keep a check's findings for ``checks.json`` and warn each of its warnings once."""
+        self.checks[name] = findings
+        for message in findings.get("warnings", []):
+            rank_zero_warn(f"medis check ({name}): {message}")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = list(batch["image"])
         masks = list(batch["mask"])
+        if "victim" not in self.checks and self.global_rank == 0:
+            self._note("victim", check_victim(self.victim, images[:4], masks[:4]).as_dict())
         for dataset in dict.fromkeys(batch["dataset"]):
             rows = [i for i, name in enumerate(batch["dataset"]) if name == dataset]
             for kind in self.targets:
@@ -245,6 +267,8 @@ class AttackModule(pl.LightningModule):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.global_rank == 0 and self.checks:
+            atomic_write_text(self.output_dir / "checks.json", json.dumps(self.checks, indent=1) + "\n")
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier("medis-records-merge")
             gathered: list = [None] * self.trainer.world_size

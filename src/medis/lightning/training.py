@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from medis.models.checkpoints import load_weights
+from medis.run_info import ensure_writable, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,13 @@ def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     """The Trainer of a train or attack job: configured callbacks and loggers (CSV always), the
     resolved config logged as hyperparameters, and W&B finished on exit so that each job of a
     multirun gets its own W&B run."""
+    ensure_writable(cfg.paths.output_dir)
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers,
                                       **trainer_kwargs)
     hparams = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.is_global_zero:
+        write_run_info(cfg.paths.output_dir, cfg.get("seed"))
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
     try:
