@@ -45,7 +45,7 @@ def thresholded_jaccard(iou: torch.Tensor, threshold: float = ISIC_JACCARD_THRES
     return torch.where(iou >= threshold, iou, torch.zeros_like(iou))
 
 
-def two_class_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def two_class_miou(pred: torch.Tensor, target: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Mean IoU over the two classes (foreground, background), one value per image.
 
     The NaN-mean over the classes present: a class absent from both masks contributes nothing (as
@@ -53,15 +53,16 @@ def two_class_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Args:
         pred, target: (B, ...) binary masks, foreground where nonzero.
+        dtype: of the ratios (the pixel counts are exact integers either way).
 
     Returns:
-        (B,) float32.
+        (B,) in ``dtype``.
     """
     p, t = _flat(pred), _flat(target)
-    fg_inter = (p & t).sum(1).float()
-    fg_union = (p | t).sum(1).float()
-    bg_inter = (~p & ~t).sum(1).float()
-    bg_union = (~p | ~t).sum(1).float()
+    fg_inter = (p & t).sum(1).to(dtype)
+    fg_union = (p | t).sum(1).to(dtype)
+    bg_inter = (~p & ~t).sum(1).to(dtype)
+    bg_union = (~p | ~t).sum(1).to(dtype)
     fg = fg_inter / fg_union.clamp_min(1)
     bg = bg_inter / bg_union.clamp_min(1)
     present = (fg_union > 0).float() + (bg_union > 0).float()
@@ -69,8 +70,13 @@ def two_class_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def paper_miou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The MedIS notebooks' "mIoU": :func:`two_class_miou` rounded to 3 decimals. (B, ...) -> (B,)."""
-    return torch.round(two_class_miou(pred, target) * 1000.0) / 1000.0
+    """The MedIS notebooks' "mIoU": :func:`two_class_miou` rounded to 3 decimals. (B, ...) -> (B,) float32.
+
+    As NumPy computes it: the ratios and their mean in float64, then ``np.round(x, 3)``'s
+    ``rint(x * 1000) / 1000`` (half to even). In float32 an exact tie such as 0.5005 can round the
+    other way and flip the paper's thresholds (0.2 stop, 0.5 success).
+    """
+    return (torch.round(two_class_miou(pred, target, torch.float64) * 1000.0) / 1000.0).float()
 
 
 def uniform(mask: torch.Tensor) -> torch.Tensor:

@@ -213,3 +213,17 @@ def test_similarity_table_of_300_network_size_masks_completes() -> None:
     elapsed = time.perf_counter() - start
     assert table.shape == (300, 300) and (table.diagonal() == -1).all()
     print(f"similarity_table(300 x 352x352 -> 128x128): {elapsed:.3f} s")
+
+
+def test_nearest_indices_match_torch_nearest_resize() -> None:
+    """The similarity table picks pixels by index; they must be those of F.interpolate(mode="nearest")."""
+    import random
+
+    from medis.attacks.targets import nearest_indices
+
+    rng = random.Random(0)
+    for _ in range(300):
+        h, w, out_h, out_w = (rng.randint(1, 400) for _ in range(4))
+        x = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
+        expected = F.interpolate(x, size=(out_h, out_w), mode="nearest")[0, 0]
+        assert torch.equal(x[0, 0][nearest_indices(h, out_h)][:, nearest_indices(w, out_w)], expected), (h, w, out_h, out_w)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+
+import numpy as np
 from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
@@ -239,3 +241,38 @@ def test_summary_is_per_loss_rows_plus_one_fused_row_per_group(records) -> None:
         assert rows[-1]["loss"] == FUSED_LOSS
         names = [row["loss"] for row in rows[:-1]]
         assert names == sorted(groups[key]["by_loss"])
+
+
+def as_read_back(record: dict, rng: random.Random) -> dict:
+    """The record as Parquet/CSV readers return it: NumPy scalars, NaN for missing values, integral
+    floats for steps, "True"/"False" strings or numpy bools for success."""
+    out = dict(record)
+    out["success"] = rng.choice((np.bool_(record["success"]), str(record["success"]), int(record["success"])))
+    steps = record["steps"]
+    if steps is None or (isinstance(steps, float) and math.isnan(steps)):
+        out["steps"] = rng.choice((None, math.nan, np.float64("nan")))
+    else:
+        out["steps"] = rng.choice((float(steps), np.int64(steps), np.float64(steps)))
+    out["metric"] = np.float64(record["metric"])
+    if isinstance(record["image_id"], int):
+        out["image_id"] = np.int64(record["image_id"])
+    if record.get("eps") is not None:
+        out["eps"] = np.float64(record["eps"])
+    for key in ("linf", "l2", "ssim", "psnr"):
+        if key in record:
+            value = record[key]
+            out[key] = math.nan if value is None else np.float64(value)
+    return out
+
+
+@PROFILE
+@given(records=record_sets(complete=False), seed=st.integers(0, 2**32 - 1))
+def test_values_as_read_back_from_tables_give_the_same_tables(records, seed: int) -> None:
+    rng = random.Random(seed)
+    read_back = [as_read_back(r, rng) for r in records]
+    assert per_loss_table(read_back) == per_loss_table(records)
+    assert fuse(read_back) == fuse(records)
+    assert summary_table(read_back) == summary_table(records)
+    got, want = choose_per_image(read_back), choose_per_image(records)
+    assert list(got) == list(want)
+    assert [r["loss"] for r in got.values()] == [r["loss"] for r in want.values()]

@@ -144,11 +144,21 @@ def _stack_resized(masks: Sequence[Tensor], size: tuple[int, int], device: torch
     for i, mask in enumerate(masks):
         by_shape.setdefault(tuple(_as_chw(mask, f"mask {i}").shape[-2:]), []).append(i)
     for shape, idx in by_shape.items():
-        group = torch.stack([_binary(_as_chw(masks[i], f"mask {i}")).to(device) for i in idx])  # (g, 1, h, w)
-        if shape != size:
-            group = F.interpolate(group.float(), size=size, mode="nearest") > 0.5
+        rows, cols = (nearest_indices(shape[d], size[d], device) for d in (0, 1))
+        # pick the nearest source pixels of every bool mask directly: no float copy at full size
+        group = torch.stack([_binary(_as_chw(masks[i], f"mask {i}")).to(device)[0][rows][:, cols] for i in idx])
         out[torch.tensor(idx, device=device)] = group.reshape(len(idx), -1)
     return out
+
+
+def nearest_indices(length: int, size: int, device: torch.device | str = "cpu") -> Tensor:
+    """Source indices of PyTorch's ``mode="nearest"`` resize from ``length`` to ``size`` samples:
+    ``min(floor(i * (length / size)), length - 1)`` in float32, as its kernels compute them. (size,) int64."""
+    if size == length:
+        return torch.arange(size, device=device)
+    scale = torch.tensor(length / size, dtype=torch.float32)
+    index = (torch.arange(size, dtype=torch.float32) * scale).floor().long().clamp(max=length - 1)
+    return index.to(device)
 
 
 def similarity_table(
