@@ -107,7 +107,7 @@ def main() -> None:
     device = torch.device(args.device)
     net = pranet_lite() if args.model == "pranet_lite" else PraNet()
     net_size = args.size // 32 * 32
-    victim = Victim(net, net_size, fusion="paper").to(device)
+    victim = Victim(net, net_size, fusion="paper").to(device).eval()
     width = args.size * 4 // 3
     pairs = [render_dermoscopy(np.random.default_rng([0, i]), args.size, width) for i in range(args.images)]
     images = torch.stack([torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255 for img, _ in pairs]).to(device)
