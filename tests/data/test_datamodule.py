@@ -167,3 +167,27 @@ def test_shards_partition_the_test_split(synthetic_root: Path) -> None:
 def test_bad_shard_names_the_key(shard: str) -> None:
     with pytest.raises(ConfigError, match="data.shard"):
         SegmentationDataModule(root=".", layout="kvasir", shard=shard)
+
+
+def test_parallel_jobs_share_one_synthetic_generation(tmp_path: Path) -> None:
+    """Two jobs of a parallel sweep prepare the same synthetic root at once: both end with the
+    complete set (the lock makes the second wait and reuse it instead of replacing it mid-read)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from medis.data.datamodule import SegmentationDataModule\n"
+        "dm = SegmentationDataModule(root=sys.argv[1], layout='isic2018', train_split='train', val_split='val',\n"
+        "    test_split='test', synthetic={'kind': 'isic2018', 'n': 120, 'size': 48, 'seed': 0})\n"
+        "dm.prepare_data(); dm.setup()\n"
+        "import os; print(sum(len(v) for v in dm.samples.values()), os.stat(sys.argv[1]).st_ino)\n"
+    )
+    root = tmp_path / "synthetic_isic"
+    jobs = [subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outputs = [job.communicate(timeout=300) for job in jobs]
+    final = str(root.stat().st_ino)
+    for job, (out, err) in zip(jobs, outputs):
+        assert job.returncode == 0, err[-2000:]
+        assert out.split() == ["120", final]  # generated once: nobody replaced the set another job read

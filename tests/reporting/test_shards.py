@@ -18,18 +18,19 @@ def test_merge_dedupes_padding_and_keeps_first(tmp_path: Path) -> None:
     # rank 1 re-attacked image "a" (sampler padding); its copy must not be counted twice
     write_shard(tmp_path, 0, [rec("a", steps=2), rec("b", steps=4)])
     write_shard(tmp_path, 1, [rec("c", steps=1), rec("a", steps=7)])
-    merged = merge_shards(tmp_path, world_size=2)
+    merged = merge_shards(tmp_path)
     assert [(r["image_id"], r["steps"]) for r in merged] == [("a", 2), ("b", 4), ("c", 1)]
     assert read_records(tmp_path / "records.csv") == merged
     assert stale_shards(tmp_path) == []
 
 
-def test_merge_keeps_rows_of_a_resumed_run_and_ignores_stale_ranks(tmp_path: Path) -> None:
+def test_merge_keeps_rows_of_a_resumed_run_and_of_every_rank(tmp_path: Path) -> None:
     write_records(tmp_path / "records.csv", [rec("a"), rec("a", loss="dice")])
     write_shard(tmp_path, 0, [rec("b")])
-    write_shard(tmp_path, 3, [rec("zzz")])  # left by an earlier run with 4 ranks
-    merged = merge_shards(tmp_path, world_size=2)
-    assert sorted((r["image_id"], r["loss"]) for r in merged) == [("a", "bce"), ("a", "dice"), ("b", "bce")]
+    write_shard(tmp_path, 3, [rec("c")])  # from an interrupted run with 4 ranks, resumed with fewer
+    merged = merge_shards(tmp_path)
+    assert sorted((r["image_id"], r["loss"]) for r in merged) == [
+        ("a", "bce"), ("a", "dice"), ("b", "bce"), ("c", "bce")]
     assert not shard_path(tmp_path, 3).exists()
 
 

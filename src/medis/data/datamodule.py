@@ -13,6 +13,7 @@ A synthetic config (``synthetic: {kind, n, size, seed}``) writes its data set on
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -139,19 +140,26 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ data on disk
     def prepare_data(self) -> None:
-        """Generate the synthetic set at ``root`` if this config has one and it is missing or stale."""
+        """Generate the synthetic set at ``root`` if this config has one and it is missing or stale.
+
+        Parallel jobs (a joblib or SLURM sweep) that share ``root`` take turns through a lock file
+        next to it: the first generates, the others then find the set ready and leave it alone.
+        """
         if self.synthetic is None:
             return
         wanted = {k: self.synthetic[k] for k in ("kind", "n", "size", "seed") if k in self.synthetic}
-        marker = self.root / MARKER
-        if self.root.exists():
-            if not marker.is_file():
-                return  # a folder we did not write: never touch it
-            found = json.loads(marker.read_text())
-            if all(found.get(k) == v for k, v in wanted.items()):
-                return
-        generate(wanted["kind"], self.root, wanted.get("n", 300), wanted.get("size", 192), wanted.get("seed", 0),
-                 overwrite=True)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            marker = self.root / MARKER
+            if self.root.exists():
+                if not marker.is_file():
+                    return  # a folder we did not write: never touch it
+                found = json.loads(marker.read_text())
+                if all(found.get(k) == v for k, v in wanted.items()):
+                    return
+            generate(wanted["kind"], self.root, wanted.get("n", 300), wanted.get("size", 192), wanted.get("seed", 0),
+                     overwrite=True)
 
     def discover_splits(self) -> dict[str, list[SamplePaths]]:
         """Find the train/val/test samples (official folders or seeded hold-out)."""

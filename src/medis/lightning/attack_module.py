@@ -126,6 +126,8 @@ class AttackModule(pl.LightningModule):
         world, rank = self.trainer.world_size, self.global_rank
         path = merged if world == 1 else shard_path(self.output_dir, rank)
         if self.resume:
+            if world == 1 and stale_shards(self.output_dir):
+                merge_shards(self.output_dir)  # an interrupted multi-process run, resumed by one
             for source in [merged, *stale_shards(self.output_dir)]:
                 if source.exists():
                     self._done |= completed_keys(read_records(source))
@@ -286,7 +288,7 @@ class AttackModule(pl.LightningModule):
                 for kind, keys in other.items():
                     self._skipped[kind] |= keys
             if self.global_rank == 0:
-                self.records = merge_shards(self.output_dir, self.trainer.world_size)
+                self.records = merge_shards(self.output_dir)
             self.trainer.strategy.barrier("medis-records-merged")
 
     def configure_optimizers(self) -> None:

@@ -2,8 +2,7 @@
 
 With several processes each rank streams its records to ``records.rank<r>.csv`` (one writer per
 file, so no two processes ever append to the same file). At the end rank 0 merges
-``records.csv`` (rows kept from an earlier, resumed run) and the shards of ranks ``0..world-1``
-into ``records.csv``, keeping the FIRST record of every (dataset, image, target, loss): the
+``records.csv`` (rows kept from an earlier, resumed run) and every shard into ``records.csv``, keeping the FIRST record of every (dataset, image, target, loss): the
 distributed sampler pads the last batch by repeating samples, so some images are attacked twice
 and must be counted once. The merged file is written atomically (temporary file, then
 ``os.replace``) before the shards are deleted, so a crash at any point loses no finished row.
@@ -53,26 +52,24 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
     return atomic_write_text(path, records_csv_text(records))
 
 
-def merge_shards(folder: str | os.PathLike, world_size: int) -> list[dict]:
-    """Merge ``records.csv`` and the shards of ranks ``0..world_size-1`` into ``records.csv``.
+def merge_shards(folder: str | os.PathLike) -> list[dict]:
+    """Merge ``records.csv`` and every ``records.rank*.csv`` of ``folder`` into ``records.csv``.
 
-    Args:
-        folder: the run folder.
-        world_size: number of ranks whose shards are read (shards of higher ranks are stale
-            leftovers and are ignored, then deleted).
+    Shards of any rank count: a run resumed with fewer processes than the interrupted one must not
+    lose the rows of the missing ranks (a fresh run deletes old shards before it starts).
 
     Returns:
-        The merged records (first of each key kept), as written.
+        The merged records (first of each key kept), as written; the shards are deleted.
 
     Raises:
         DataError: a file is not a records CSV.
     """
     folder = Path(folder)
     merged_path = folder / RECORDS_NAME
-    sources = ([merged_path] if merged_path.exists() else []) + [
-        shard_path(folder, rank) for rank in range(world_size) if shard_path(folder, rank).exists()]
+    shards = stale_shards(folder)
+    sources = ([merged_path] if merged_path.exists() else []) + shards
     records = dedupe_records(record for source in sources for record in read_records(source))
     write_records(merged_path, records)
-    for shard in stale_shards(folder):
+    for shard in shards:
         shard.unlink()
     return [dict(r) for r in records]
