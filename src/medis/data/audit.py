@@ -38,6 +38,22 @@ class MaskAudit:
                 found.append(f"{len(items)} of {self.total} masks {what}; e.g. {examples}")
         return found
 
+    def add(self, path: str | Path, levels: np.ndarray) -> np.ndarray:
+        """Count one mask from its stored grey levels (:func:`medis.data.io.read_mask_levels`);
+        returns its binarised (H, W) bool mask, so a caller that needs the mask reads it only once."""
+        self.total += 1
+        values = np.unique(levels)
+        if values.max(initial=0) == 1:
+            self.zero_one.append(str(path))
+        elif not np.isin(values, (0, 255)).all():
+            self.non_binary.append(str(path))
+        mask = binarise(levels)
+        if not mask.any():
+            self.empty.append(str(path))
+        elif mask.all():
+            self.full.append(str(path))
+        return mask
+
     def as_dict(self) -> dict:
         return {"total": self.total, **{key: len(getattr(self, key)) for key in
                                          ("non_binary", "zero_one", "empty", "full")},
@@ -48,16 +64,5 @@ def audit_masks(paths: Iterable[str | Path]) -> MaskAudit:
     """Read every mask once and count the findings of :class:`MaskAudit`."""
     audit = MaskAudit()
     for path in paths:
-        levels = read_mask_levels(path)
-        audit.total += 1
-        values = np.unique(levels)
-        if values.max(initial=0) == 1:
-            audit.zero_one.append(str(path))
-        elif not np.isin(values, (0, 255)).all():
-            audit.non_binary.append(str(path))
-        mask = binarise(levels)
-        if not mask.any():
-            audit.empty.append(str(path))
-        elif mask.all():
-            audit.full.append(str(path))
+        audit.add(path, read_mask_levels(path))
     return audit

@@ -41,7 +41,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.engine import AttackConfig, run_attack
 from medis.attacks.sanity import check_victim
-from medis.data.audit import audit_masks
+from medis.data.audit import MaskAudit
+from medis.data.io import read_mask_levels
 from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
 from medis.attacks.updates import UpdateConfig
 from medis.errors import ConfigError
@@ -130,18 +131,14 @@ class AttackModule(pl.LightningModule):
                 merge_shards(self.output_dir)  # an interrupted multi-process run, resumed by one
             for source in [merged, *stale_shards(self.output_dir)]:
                 if source.exists():
-                    self._done |= completed_keys(read_records(source))
-            if merged.exists() and world == 1:
-                self.records = read_records(merged)
+                    kept = read_records(source)
+                    self._done |= completed_keys(kept)
+                    if source == merged and world == 1:
+                        self.records = kept
         else:
             self._discard_old_records(merged, path, rank)
         self._writer = RecordWriter(path)
-        if {"random", "most_similar"} & set(self.targets):
-            self._build_pool()
-        if self.global_rank == 0:
-            samples = self.trainer.datamodule.dataset("test", sharded=False).samples
-            audit = audit_masks(sample.mask for sample in samples)
-            self._note("masks", audit.as_dict())
+        self._scan_test_masks()
 
     def _discard_old_records(self, merged: Path, own: Path, rank: int) -> None:
         """A fresh run: each rank deletes its own old file; rank 0 also the merged file and stale shards."""
@@ -154,19 +151,27 @@ class AttackModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier("medis-records-clean")
 
-    def _build_pool(self) -> None:
-        """Masks of the whole test set (downsampled) and, if needed, the most-similar table."""
-        dataset = self.trainer.datamodule.dataset("test", sharded=False)  # targets come from the whole set
-        for index, sample in enumerate(dataset):
-            mask = sample["mask"]
+    def _scan_test_masks(self) -> None:
+        """One pass over the masks of the whole test split (targets come from the whole set, not
+        this job's shard): the audit (noted by rank 0) and, for random and most-similar targets,
+        the pool of downsampled masks and the most-similar table. Images are not read."""
+        dataset = self.trainer.datamodule.dataset("test", sharded=False)
+        audit, pooled = MaskAudit(), bool({"random", "most_similar"} & set(self.targets))
+        for index, entry in enumerate(dataset.samples):
+            mask = audit.add(entry.mask, read_mask_levels(entry.mask))
+            if not pooled:
+                continue
+            mask = torch.from_numpy(mask).float()[None]
             scale = self.pool_size / max(mask.shape[-2:])
             if scale < 1:
                 size = (max(1, round(mask.shape[-2] * scale)), max(1, round(mask.shape[-1] * scale)))
                 mask = resize_mask(mask, size)
             self._pool.append(mask)
-            self._pool_index[(sample["dataset"], sample["id"])] = index
+            self._pool_index[(dataset.dataset_name or entry.dataset, entry.id)] = index
         if "most_similar" in self.targets:
             self._similar = most_similar_index(similarity_table(self._pool))
+        if self.global_rank == 0:
+            self._note("masks", audit.as_dict())
 
     def _draw(self, stream: int) -> int:
         """Pool index of a random target from its own seeded stream, so that draws do not depend
