@@ -40,7 +40,8 @@ from typing import Any, Callable
 
 from medis.errors import DataError
 
-__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "records_csv_text"]
+__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "record_key",
+           "records_csv_text"]
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -378,12 +379,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def completed_keys(records: Iterable[Mapping]) -> set[tuple[str, str, str, str]]:
-    """The ``(dataset, image_id, target, loss)`` of every record (all values as ``str``).
+def record_key(record: Mapping) -> tuple[str, str, str, str]:
+    """A record's identity within a run: ``(dataset, image_id, target, loss)``, all as ``str``."""
+    return str(record["dataset"]), str(record["image_id"]), str(record["target"]), str(record["loss"])
 
-    A resumed run skips the (image, target, loss) triples in this set.
-    """
-    return {
-        (str(record["dataset"]), str(record["image_id"]), str(record["target"]), str(record["loss"]))
-        for record in records
-    }
+
+def completed_keys(records: Iterable[Mapping]) -> set[tuple[str, str, str, str]]:
+    """The :func:`record_key` of every record; a resumed run skips the work in this set."""
+    return {record_key(record) for record in records}

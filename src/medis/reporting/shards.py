@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from medis.reporting.atomic import atomic_write_text
-from medis.reporting.records_io import completed_keys, read_records, records_csv_text
+from medis.reporting.records_io import read_records, record_key, records_csv_text
 
 __all__ = ["RECORDS_NAME", "dedupe_records", "merge_shards", "shard_path", "stale_shards", "write_records"]
 
@@ -40,7 +40,7 @@ def dedupe_records(records: Iterable[Mapping]) -> list[Mapping]:
     seen: set[tuple[str, str, str, str]] = set()
     kept: list[Mapping] = []
     for record in records:
-        key = next(iter(completed_keys([record])))
+        key = record_key(record)
         if key not in seen:
             seen.add(key)
             kept.append(record)

@@ -34,6 +34,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "TARGET_ORDER",
     "markdown_table",
+    "rows_csv",
     "summary_markdown",
     "summary_rows",
     "write_summary",
@@ -221,10 +222,9 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-def summary_csv(rows: Sequence[Mapping]) -> str:
-    """The CSV text of :func:`summary_rows` (columns :data:`SUMMARY_COLUMNS`, eps when present)."""
-    has_eps = any(EPS_KEY in row for row in rows)
-    columns = [c for c in SUMMARY_COLUMNS if c != EPS_KEY or has_eps]
+def rows_csv(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    """CSV text (``\\n`` line ends) of ``rows`` under the header ``columns``; a missing key or None
+    is an empty field, floats are written exactly (``repr``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -233,14 +233,15 @@ def summary_csv(rows: Sequence[Mapping]) -> str:
     return buffer.getvalue()
 
 
+def summary_csv(rows: Sequence[Mapping]) -> str:
+    """The CSV text of :func:`summary_rows` (columns :data:`SUMMARY_COLUMNS`, eps when present)."""
+    has_eps = any(EPS_KEY in row for row in rows)
+    return rows_csv(rows, [c for c in SUMMARY_COLUMNS if c != EPS_KEY or has_eps])
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`medis.reporting.atomic.atomic_write_text`)."""
-    atomic_write_text(path, text)
 
 
 def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, dedupe: bool = False) -> tuple[Path, Path]:
@@ -262,6 +263,6 @@ def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, ded
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "summary.csv", out / "summary.md"
     csv_text, md_text = summary_csv(rows), summary_markdown(rows)
-    _atomic_write(csv_path, csv_text)
-    _atomic_write(md_path, md_text)
+    atomic_write_text(csv_path, csv_text)
+    atomic_write_text(md_path, md_text)
     return csv_path, md_path

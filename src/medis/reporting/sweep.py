@@ -20,8 +20,6 @@ Pure Python (and PyYAML, which OmegaConf depends on): no torch, no matplotlib.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +32,8 @@ import yaml
 from medis.errors import DataError
 from medis.fusion import FUSED_LOSS, summary_table
 from medis.reporting.records_io import read_records
-from medis.reporting.summary import _atomic_write, _csv_value, _fmt, _target_order, markdown_table
+from medis.reporting.atomic import atomic_write_text
+from medis.reporting.summary import _fmt, _target_order, markdown_table, rows_csv
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -271,12 +270,7 @@ def comparison_rows(records: Iterable[Mapping]) -> list[dict]:
 
 def comparison_csv(rows: Sequence[Mapping]) -> str:
     """The CSV text of :func:`comparison_rows` (columns :data:`COMPARISON_COLUMNS`)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COMPARISON_COLUMNS)
-    for row in rows:
-        writer.writerow([_csv_value(row.get(column)) for column in COMPARISON_COLUMNS])
-    return buffer.getvalue()
+    return rows_csv(rows, COMPARISON_COLUMNS)
 
 
 def _column_title(target: str, eps: Any) -> str:
@@ -342,6 +336,6 @@ def write_comparison(records: Iterable[Mapping], out_dir: str | os.PathLike) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "comparison.csv", out / "comparison.md"
-    _atomic_write(csv_path, comparison_csv(rows))
-    _atomic_write(md_path, comparison_markdown(rows))
+    atomic_write_text(csv_path, comparison_csv(rows))
+    atomic_write_text(md_path, comparison_markdown(rows))
     return csv_path, md_path
