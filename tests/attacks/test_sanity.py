@@ -96,3 +96,10 @@ def test_eps_zero_changes_nothing_and_asr_grows_with_eps() -> None:
             assert all(r["linf"] == 0.0 and r["l2"] == 0.0 for r in records)
         asr.append(sum(r["success"] for r in records) / len(records))
     assert asr == sorted(asr) and asr[-1] > asr[0]
+
+
+def test_nan_output_is_flagged() -> None:
+    images, masks = images_and_masks()
+    images[0][0, 0, 0] = float("nan")  # one NaN pixel makes that image's prediction NaN there
+    checks = check_victim(victim(), images, masks)
+    assert any("NaN on clean images" in w for w in checks.warnings)

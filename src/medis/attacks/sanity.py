@@ -11,7 +11,6 @@ run once, on the first batch of a run, and return warnings (strings) plus the me
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,17 +84,18 @@ def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
         :class:`VictimChecks`; its ``warnings`` list is empty when every check passes.
     """
     model = getattr(victim, "model", victim)
-    change, zero, nonfinite, pixels, entries, failures = 0.0, 0, 0, 0, 0, 0
+    change, zero, nonfinite, pixels, entries, failures, nan_output = 0.0, 0, 0, 0, 0, 0, False
     with frozen(model) if isinstance(model, torch.nn.Module) else torch.enable_grad():
         for batch, mask in _batches(images, masks):
             mask = mask.to(batch.dtype)
             with torch.no_grad():
                 first, second = victim(batch).prob, victim(batch).prob
-            change = max(change, float((first - second).abs().max()))
+            nan_output |= bool(torch.isnan(first).any())
+            change = max(change, float(torch.nan_to_num((first - second).abs()).max()))
             failures += int((paper_miou((first > 0.5).float(), mask) <= UNTARGETED_SUCCESS).sum())
             x = batch.clone().requires_grad_(True)
             with torch.enable_grad():
-                prob = victim(x).prob.clamp(1e-6, 1 - 1e-6)
+                prob = torch.nan_to_num(victim(x).prob, nan=0.5).clamp(1e-6, 1 - 1e-6)  # BCE refuses NaN
                 loss = F.binary_cross_entropy(prob, mask, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x)
             finite = torch.isfinite(grad)
@@ -121,6 +121,6 @@ def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
         checks.warnings.append(f"the clean model already fails {checks.clean_failure_share:.0%} of these images "
                                f"(mIoU <= {UNTARGETED_SUCCESS} before any perturbation): the untargeted ASR "
                                f"measures the model's errors, not the attack")
-    if math.isnan(change):
+    if nan_output:
         checks.warnings.append("the victim's output is NaN on clean images")
     return checks
