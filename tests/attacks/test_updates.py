@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medis.attacks.updates import UPDATE_RULES, UpdateConfig, project, random_start, step
+from medis.attacks.updates import (UPDATE_RULES, StepInfo, UpdateConfig, advance, init_state, project,
+                                   random_start, step)
 from medis.errors import ConfigError
 
 ALPHA = 1.0 / 255.0
@@ -32,7 +33,7 @@ def l2(t: torch.Tensor) -> torch.Tensor:
 
 
 def test_valid_configs():
-    assert set(UPDATE_RULES) == {"sign", "pgd", "mifgsm", "l2"}
+    assert set(UPDATE_RULES) == {"sign", "pgd", "mifgsm", "l2", "dag", "asma", "apgd"}
     cfg = UpdateConfig()
     assert cfg.rule == "sign" and cfg.step_size == pytest.approx(1 / 255) and cfg.eps is None
     UpdateConfig(rule="pgd", eps=8 / 255, random_start=True)
@@ -53,6 +54,9 @@ def test_valid_configs():
         ({"rule": "pgd"}, "attack.eps"),
         ({"rule": "pgd", "eps": None}, "attack.eps"),
         ({"rule": "l2"}, "attack.eps"),
+        ({"rule": "apgd"}, "attack.eps"),
+        ({"step_size_eps": 0.25}, "attack.step_size_eps"),
+        ({"step_size_eps": 0.0, "eps": 0.1}, "attack.step_size_eps"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, key):
@@ -356,6 +360,9 @@ def _cfg_for(rule: str) -> UpdateConfig:
         "pgd": UpdateConfig(rule="pgd", step_size=0.02, eps=0.03),
         "mifgsm": UpdateConfig(rule="mifgsm", step_size=0.02, momentum=0.8),
         "l2": UpdateConfig(rule="l2", step_size=0.2, eps=0.3),
+        "dag": UpdateConfig(rule="dag", step_size=0.02),
+        "asma": UpdateConfig(rule="asma", asma_tau=1e-3, asma_beta=1e-2),
+        "apgd": UpdateConfig(rule="apgd", eps=0.03, step_size_eps=2.0),
     }[rule]
 
 
@@ -368,25 +375,38 @@ def test_replica_update_does_not_depend_on_the_others(rule):
     # wildly different gradient scales, one replica without gradient
     grad = randn(n, 2, 6, 6, seed=20) * torch.tensor([1e-6, 1.0, 1e4, 0.0]).view(-1, 1, 1, 1)
     direction = torch.tensor([1.0, -1.0, -1.0, 1.0])
-    mom = randn(n, 2, 6, 6, seed=21) * 0.01 if rule == "mifgsm" else None
-    new, new_mom = step(x, grad, x0, direction, cfg, momentum=mom)
+    state = init_state(x0, cfg)
+    if rule == "mifgsm":
+        state["momentum"] = randn(n, 2, 6, 6, seed=21) * 0.01
+    info = StepInfo(loss=torch.tensor([0.3, 0.2, 0.9, 0.1]), score=torch.tensor([0.7, 0.1, 0.4, 0.9]), position=1,
+                    total=10)
+
+    def rows(r: int) -> tuple:
+        sl = slice(r, r + 1)
+        return {k: v[sl] for k, v in state.items()}, StepInfo(info.loss[sl], info.score[sl], 1, 10)
+
+    new, new_state = advance(x, grad, x0, direction, cfg, state, info)
     for r in range(n):
         sl = slice(r, r + 1)
-        alone, alone_mom = step(x[sl], grad[sl], x0[sl], direction[sl], cfg,
-                                momentum=mom[sl] if mom is not None else None)
+        alone_state, alone_info = rows(r)
+        alone, after = advance(x[sl], grad[sl], x0[sl], direction[sl], cfg, alone_state, alone_info)
         torch.testing.assert_close(new[sl], alone, atol=1e-7, rtol=0)
-        if mom is not None:
-            torch.testing.assert_close(new_mom[sl], alone_mom, atol=1e-7, rtol=0)
+        for key in after:
+            torch.testing.assert_close(new_state[key][sl], after[key], atol=1e-7, rtol=0)
     # replacing another replica's gradient changes nothing for replica 1
     grad2 = grad.clone()
     grad2[0] = -grad2[0] * 1e6
     grad2[2] = 0.0
-    new2, _ = step(x, grad2, x0, direction, cfg, momentum=mom)
+    new2, _ = advance(x, grad2, x0, direction, cfg, state, info)
     torch.testing.assert_close(new2[1], new[1], atol=0, rtol=0)
     torch.testing.assert_close(new2[3], new[3], atol=0, rtol=0)
-    # and the replica with gradient 0 does not move (except in mifgsm, where its momentum drives it)
-    if rule != "mifgsm":
+    # and the replica with gradient 0 does not move, except where momentum (mifgsm, apgd) or the L2
+    # penalty (asma) drives it
+    if rule in ("sign", "pgd", "l2", "dag"):
         torch.testing.assert_close(new[3], project(x[3:4], x0[3:4], cfg)[0], atol=1e-7, rtol=0)
-    else:
-        expected = (x[3] + 0.02 * torch.sign(0.8 * mom[3])).clamp(0, 1)
+    elif rule == "mifgsm":
+        expected = (x[3] + 0.02 * torch.sign(0.8 * state["momentum"][3])).clamp(0, 1)
         torch.testing.assert_close(new[3], expected, atol=1e-7, rtol=0)
+    elif rule == "asma":
+        multiplier = 1e-2 * (1 - 0.9) + 1e-3
+        torch.testing.assert_close(new[3], (x[3] - multiplier * 2 * (x[3] - x0[3])).clamp(0, 1), atol=1e-7, rtol=0)

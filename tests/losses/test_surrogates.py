@@ -133,6 +133,27 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
         cos = (p * m + (1 - p) * (1 - m)) / (torch.sqrt(p ** 2 + (1 - p) ** 2) * torch.sqrt(m ** 2 + (1 - m) ** 2))
         weight = (1 - cos) if ctx.targeted else cos
         return (weight.detach() * pix).flatten(1).mean(1)
+    # the pixel set: still right (untargeted) / not yet at the target (targeted)
+    right = ((p > 0.5).float() == m).float()
+    todo = (1 - right) if ctx.targeted else right
+    z = torch.log(p / (1 - p))
+    if name == "masked_bce":
+        return (todo * pix).sum((1, 2, 3)) / n
+    if name == "js":
+        mid_fg, mid_bg = (p + m) / 2, ((1 - p) + (1 - m)) / 2
+
+        def kl(a_fg, a_bg):
+            terms = [torch.where(a > 0, a * torch.log(a / b), torch.zeros_like(a))
+                     for a, b in ((a_fg, mid_fg), (a_bg, mid_bg))]
+            return terms[0] + terms[1]
+
+        return ((kl(p, 1 - p) + kl(m, 1 - m)) / 2).flatten(1).mean(1)
+    if name == "masked_logit":
+        return -(todo * torch.where(m == 1, 1.0, -1.0) * z / torch.sqrt(1 + z ** 2)).sum((1, 2, 3)) / n
+    if name == "dag":  # logit of the adversarial class minus the reference's: (1 - 2M) z
+        return (todo * torch.where(m == 1, -z, z)).sum((1, 2, 3))
+    if name == "asma":  # (1 - 2M) P: the other class's probability up to a constant
+        return (todo * torch.where(m == 1, -p, p)).sum((1, 2, 3))
     raise AssertionError(name)
 
 
@@ -157,7 +178,8 @@ def test_matches_the_formula(name: str, mode: str) -> None:
 def test_registry_lists_every_loss_in_spec_order() -> None:
     assert PAPER_LOSSES == ("logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined")
     assert LOSS_NAMES[:6] == PAPER_LOSSES
-    assert set(LOSS_NAMES) == set(PAPER_LOSSES) | {"bce", "dice", "tversky", "focal", "segpgd", "cospgd"}
+    assert set(LOSS_NAMES) == set(PAPER_LOSSES) | {"bce", "dice", "tversky", "focal", "segpgd", "cospgd",
+                                                   "masked_bce", "js", "masked_logit", "dag", "asma"}
 
 
 def test_paper_and_clean_modes_differ_where_they_should() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -25,8 +26,34 @@ def rec(image_id: str, loss: str = "bce", target: str = "untargeted", success: b
 
 def test_columns_fixed_order() -> None:
     assert RECORD_COLUMNS[:6] == ("dataset", "image_id", "target", "loss", "mode", "eps")
-    assert RECORD_COLUMNS[-1] == "trajectory"
-    assert len(RECORD_COLUMNS) == 17
+    assert RECORD_COLUMNS[16] == "trajectory"
+    assert RECORD_COLUMNS[17:] == ("attack", "forwards", "backwards", "transfer_metric", "transfer_success")
+
+
+def test_optional_attack_columns_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    full = rec("a", attack="apgd", forwards=11, backwards=10, transfer_metric=0.25, transfer_success=True)
+    with RecordWriter(path) as writer:
+        writer.append([full, rec("b")])
+    a, b = read_records(path)
+    assert (a["attack"], a["forwards"], a["backwards"], a["transfer_metric"], a["transfer_success"]) == (
+        "apgd", 11, 10, 0.25, True)
+    assert all(b[key] is None for key in ("attack", "forwards", "backwards", "transfer_metric", "transfer_success"))
+    with pytest.raises(ValueError, match="forwards"):
+        RecordWriter(tmp_path / "other.csv").append([rec("c", forwards=1.5)])
+
+
+def test_legacy_header_is_read_not_appended(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    legacy = RECORD_COLUMNS[:17]
+    with RecordWriter(tmp_path / "new.csv") as writer:
+        writer.append([rec("a")])
+    with open(tmp_path / "new.csv", newline="") as source, open(path, "w", newline="") as target:
+        csv.writer(target, lineterminator="\n").writerows(row[:len(legacy)] for row in csv.reader(source))
+    (record,) = read_records(path)
+    assert record["image_id"] == "a" and record["attack"] is None and record["forwards"] is None
+    with pytest.raises(DataError, match="header"):
+        RecordWriter(path)
 
 
 def test_round_trip_types(tmp_path: Path) -> None:
@@ -53,7 +80,7 @@ def test_round_trip_types(tmp_path: Path) -> None:
     assert c["eps"] is None and c["ssim"] is None and math.isnan(c["metric"])
     assert c["trajectory"] == [1.0, math.inf]
     # everything else equal to what was written
-    expected = dict(records[0])
+    expected = {key: None for key in RECORD_COLUMNS} | dict(records[0])  # optional columns absent: None
     assert a == expected
 
 
@@ -115,7 +142,7 @@ def test_wrong_field_count_raises_with_line_number(tmp_path: Path) -> None:
         writer.append([rec("a"), rec("b")])
     with open(path, "a") as handle:
         handle.write("kvasir,c,untargeted\n")  # a complete but malformed line: line 4
-    with pytest.raises(DataError, match=r"records\.csv: line 4: 3 fields, expected 17"):
+    with pytest.raises(DataError, match=r"records\.csv: line 4: 3 fields, expected 22"):
         read_records(path)
 
 

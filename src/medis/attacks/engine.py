@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from medis.attacks.criteria import Criteria
-from medis.attacks.updates import UpdateConfig, random_start, step
+from medis.attacks.updates import StepInfo, UpdateConfig, advance, init_state, random_start
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss
 from medis.metrics import perturbation_norms, ssim_psnr, target_score
@@ -56,6 +56,7 @@ class AttackConfig:
         fusion_only: stop an image's other losses once one has succeeded (see the module docstring).
         keep_images: return the chosen adversarial image of every replica.
         seed: random start.
+        name: the attack's name in the records (``attack`` column).
     """
 
     mode: str = "clean"
@@ -70,6 +71,7 @@ class AttackConfig:
     fusion_only: bool = False
     keep_images: bool = False
     seed: int = 0
+    name: str = "medis"
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
@@ -140,7 +142,8 @@ def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn], mode: str) -> 
 class _Replicas:
     """State of the B·K replicas of one same-size batch (image-major: r = b·K + k)."""
 
-    def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, config: AttackConfig) -> None:
+    def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, config: AttackConfig,
+                 track_best: bool = False) -> None:
         batch = images.shape[0]
         self.count = batch * n_losses
         device = images.device
@@ -150,7 +153,7 @@ class _Replicas:
         self.loss_of = torch.arange(n_losses).repeat(batch)                       # host
         generator = torch.Generator().manual_seed(config.seed)
         self.x = random_start(self.x0, config.update, generator)
-        self.momentum = torch.zeros_like(self.x0) if config.update.rule == "mifgsm" else None
+        self.rule_state = init_state(self.x0, config.update)
         self.direction = torch.full((self.count,), -1.0 if config.targeted else 1.0, device=device)
         records = config.criteria.records
         self.trajectory = torch.full((self.count, records), float("nan"), device=device)
@@ -160,14 +163,24 @@ class _Replicas:
         self.chosen = self.x0.clone()
         self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.forwards = torch.zeros(self.count, dtype=torch.long, device=device)
+        self.backwards = torch.zeros(self.count, dtype=torch.long, device=device)
+        self.best_score = torch.full((self.count,), float("nan"), device=device)
+        self.best = self.x0.clone() if track_best else None
+
+
+def _better(score: torch.Tensor, best: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """(R,) bool: ``score`` beats ``best`` for the attacker (a NaN best is always beaten)."""
+    return torch.isnan(best) | (score > best if targeted else score < best)
 
 
 def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Tensor,
                       references: torch.Tensor, loss_fns: dict[str, LossFn], config: AttackConfig,
-                      ids: Sequence[str], dataset: str) -> AttackResult:
+                      ids: Sequence[str], dataset: str,
+                      transfer: Callable[[torch.Tensor], VictimOutput] | None = None) -> AttackResult:
     criteria = config.criteria
     names = list(loss_fns)
-    state = _Replicas(images, references, len(names), config)
+    state = _Replicas(images, references, len(names), config, track_best=transfer is not None)
     double = config.mode == "paper" and config.kind in UNIFORM_TARGETS
     result = AttackResult(records=[])
     for position in range(criteria.records):
@@ -189,8 +202,22 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
             prune = solved_image[image_of] & ~state.done
             state.pruned |= prune & (state.success_at < 0)
             state.done |= prune
-    _write_records(state, names, config, ids, dataset, result)
+    transferred = _transfer(transfer, state, config, double) if transfer is not None else None
+    _write_records(state, names, config, ids, dataset, result, transferred)
     return result
+
+
+def _transfer(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, config: AttackConfig,
+              double: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score of every replica's best adversarial image on another model, and its success. (R,), (R,)."""
+    scores = []
+    with torch.no_grad():
+        for rows in torch.arange(state.count).split(config.max_batch or state.count):
+            out = victim(state.best[rows])
+            scores.append(target_score(out.prob > 0.5, state.reference[rows], config.mode))
+    raw = torch.cat(scores)
+    score = raw * 2.0 if double else raw
+    return raw, config.criteria.succeeds(score)
 
 
 def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice:
@@ -223,27 +250,47 @@ def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas
                                               state.success_at[chunk])
         state.success_score[chunk] = torch.where(newly, score, state.success_score[chunk])
         state.chosen[chunk] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[chunk])
+        if state.best is not None:
+            better = live & _better(raw, state.best_score[chunk], config.targeted)
+            state.best_score[chunk] = torch.where(better, raw, state.best_score[chunk])
+            state.best[chunk] = torch.where(better.view(-1, 1, 1, 1), x.detach(), state.best[chunk])
         stop = criteria.stops(raw) & live
         result.forward_replicas += chunk_host.numel()
+        state.forwards[chunk] += 1
         if update:
-            losses = []
-            for k, name in enumerate(names):
-                rows = (state.loss_of[chunk_host] == k).nonzero().squeeze(1).to(x.device)
-                if rows.numel():
-                    losses.append(loss_fns[name](_rows(out, rows), reference[rows], context).sum())
-            (grad,) = torch.autograd.grad(torch.stack(losses).sum(), x)
+            values = _loss_values(out, reference, chunk_host, state.loss_of, loss_fns, names, context)
+            (grad,) = torch.autograd.grad(values.sum(), x)
             result.backward_replicas += chunk_host.numel()
-            momentum = state.momentum[chunk] if state.momentum is not None else None
-            moved, momentum = step(x.detach(), grad, state.x0[chunk], state.direction[chunk], config.update, momentum)
-            moving = (live & ~stop).view(-1, 1, 1, 1)
-            state.x[chunk] = torch.where(moving, moved, x.detach())
-            if momentum is not None:
-                state.momentum[chunk] = torch.where(moving, momentum, state.momentum[chunk])
+            state.backwards[chunk] += 1
+            _move(state, chunk, x.detach(), grad, StepInfo(values.detach(), raw, position, config.steps),
+                  live & ~stop, config)
     state.done[chunk] |= stop
 
 
+def _loss_values(out: VictimOutput, reference: torch.Tensor, chunk_host: torch.Tensor, loss_of: torch.Tensor,
+                 loss_fns: dict[str, LossFn], names: list[str], context: LossContext) -> torch.Tensor:
+    """(n,) each replica's own loss (differentiable), in chunk order."""
+    values = out.prob.new_zeros(chunk_host.numel())
+    for k, name in enumerate(names):
+        rows = (loss_of[chunk_host] == k).nonzero().squeeze(1).to(out.prob.device)
+        if rows.numel():
+            values = values.index_put((rows,), loss_fns[name](_rows(out, rows), reference[rows], context).to(values))
+    return values
+
+
+def _move(state: _Replicas, chunk: torch.Tensor | slice, x: torch.Tensor, grad: torch.Tensor, info: StepInfo,
+          moving: torch.Tensor, config: AttackConfig) -> None:
+    """Apply the update rule to the moving replicas of a chunk (the others keep image and rule state)."""
+    rule_state = {key: value[chunk] for key, value in state.rule_state.items()}
+    moved, rule_state = advance(x, grad, state.x0[chunk], state.direction[chunk], config.update, rule_state, info)
+    state.x[chunk] = torch.where(moving.view(-1, 1, 1, 1), moved, x)
+    for key, value in rule_state.items():
+        mask = moving.view(-1, *([1] * (value.dim() - 1)))
+        state.rule_state[key][chunk] = torch.where(mask, value.to(state.rule_state[key]), state.rule_state[key][chunk])
+
+
 def _write_records(state: _Replicas, names: list[str], config: AttackConfig, ids: Sequence[str], dataset: str,
-                   result: AttackResult) -> None:
+                   result: AttackResult, transferred: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """One record per replica, with norms and SSIM/PSNR of the chosen adversarial image."""
     criteria = config.criteria
     norms = perturbation_norms(state.chosen, state.x0)
@@ -251,7 +298,10 @@ def _write_records(state: _Replicas, names: list[str], config: AttackConfig, ids
     success = (state.success_at >= 0).cpu()
     columns = {name: t.detach().cpu().tolist() for name, t in
                {"success_at": state.success_at, "success_score": state.success_score, "last": state.last_score,
-                "ssim": ssim, "psnr": psnr, "pruned": state.pruned, **norms}.items()}
+                "ssim": ssim, "psnr": psnr, "pruned": state.pruned, "forwards": state.forwards,
+                "backwards": state.backwards, **norms}.items()}
+    if transferred is not None:
+        columns["transfer_metric"], columns["transfer_success"] = (t.detach().cpu().tolist() for t in transferred)
     trajectory = state.trajectory.cpu()
     for r in range(state.count):
         image, k = int(state.image_of[r]), int(state.loss_of[r])
@@ -261,9 +311,13 @@ def _write_records(state: _Replicas, names: list[str], config: AttackConfig, ids
             "success": ok, "steps": columns["success_at"][r] + criteria.first_index if ok else None,
             "metric": columns["success_score"][r] if ok else columns["last"][r],
             "trajectory": [v for v in trajectory[r].tolist() if v == v],
-            "pruned": bool(columns["pruned"][r]),
-            **{key: columns[key][r] for key in ("linf", "l2", "linf_255", "l2_255", "ssim", "psnr")},
+            "pruned": bool(columns["pruned"][r]), "attack": config.name,
+            **{key: columns[key][r] for key in ("linf", "l2", "linf_255", "l2_255", "ssim", "psnr", "forwards",
+                                                 "backwards")},
         }
+        if transferred is not None:
+            record["transfer_metric"] = columns["transfer_metric"][r]
+            record["transfer_success"] = bool(columns["transfer_success"][r])
         if config.update.eps is not None:
             record["eps"] = config.update.eps
         result.records.append(record)
@@ -278,7 +332,8 @@ def _as_list(tensors: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tenso
 def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Tensor | Sequence[torch.Tensor],
                reference: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, Sequence[torch.Tensor]],
                losses: Sequence[str] | Mapping[str, LossFn], config: AttackConfig | None = None,
-               ids: Sequence[str] | None = None, dataset: str = "") -> AttackResult:
+               ids: Sequence[str] | None = None, dataset: str = "",
+               transfer_to: Callable[[torch.Tensor], VictimOutput] | None = None) -> AttackResult:
     """Attack ``images`` with every loss at once.
 
     Args:
@@ -292,13 +347,16 @@ def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Ten
         config: :class:`AttackConfig` (default: clean-mode untargeted MedIS, 10 sign steps of 1/255).
         ids: image ids for the records (default ``"0", "1", ...``).
         dataset: data set name for the records.
+        transfer_to: another victim (black-box transfer): each replica's best adversarial image (by
+            the recorded score) is judged on it too, giving ``transfer_metric`` and ``transfer_success``.
 
     Returns:
         :class:`AttackResult`; each record holds ``dataset, image_id, target, loss, mode, success,
         steps`` (distortion; ``None`` if not successful), ``metric`` (score at the success record,
         else the last), ``trajectory`` (recorded scores), ``pruned``, ``linf, l2, linf_255, l2_255,
         ssim, psnr`` of the chosen adversarial image (at the success record, else the last evaluated),
-        and ``eps`` when the update has a budget.
+        ``attack`` (``config.name``), ``forwards``/``backwards`` (passes spent on the replica), ``eps``
+        when the update has a budget, and the transfer columns with ``transfer_to``.
     """
     config = config or AttackConfig()
     if config.mode == "paper" and getattr(victim, "fusion", "paper") != "paper":
@@ -324,12 +382,16 @@ def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Ten
     for i, image in enumerate(image_list):
         groups.setdefault(tuple(image.shape), []).append(i)
     result = AttackResult(records=[])
-    with frozen(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        for network in (model, getattr(transfer_to, "model", transfer_to)):
+            if isinstance(network, torch.nn.Module):
+                stack.enter_context(frozen(network))
         for members in groups.values():
             batch = torch.stack([image_list[i] for i in members])
             refs = torch.stack([torch.stack([per_loss[name][i] for name in loss_fns]) for i in members])
             refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # image-major replicas
-            result.extend(_attack_same_size(victim, batch, refs, loss_fns, config, [ids[i] for i in members], dataset))
+            result.extend(_attack_same_size(victim, batch, refs, loss_fns, config, [ids[i] for i in members], dataset,
+                                            transfer_to))
     position = {image_id: i for i, image_id in enumerate(ids)}
     names = list(loss_fns)
     result.records.sort(key=lambda rec: (position[rec["image_id"]], names.index(rec["loss"])))

@@ -15,7 +15,9 @@ from medis.errors import ConfigError
 from medis.losses.explog import exp_log_loss, exp_log_loss_paper
 from medis.losses.lovasz import lovasz_loss, lovasz_loss_paper
 from medis.losses.overlap import bce_dice_loss, dice_loss, logcosh_dice_loss, tversky_loss
+from medis.losses.pixelset import asma_loss, dag_loss
 from medis.losses.pixelwise import bce_loss, cospgd_loss, focal_loss, segpgd_loss
+from medis.losses.sea import js_divergence_loss, masked_bce_loss, masked_logit_loss
 from medis.losses.sides import side_structure_loss
 from medis.models.frontend import VictimOutput
 
@@ -81,6 +83,16 @@ def _cospgd(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = L
     return cospgd_loss(outputs.prob, _reference(outputs, reference), ctx.targeted)
 
 
+def _with_direction(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> LossFn:
+    """A loss of (P, M, targeted) as a :data:`LossFn` (its pixel set depends on the direction)."""
+
+    def loss(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
+        return fn(outputs.prob, _reference(outputs, reference), ctx.targeted)
+
+    loss.__doc__ = fn.__doc__
+    return loss
+
+
 _segpgd.__doc__ = segpgd_loss.__doc__
 _cospgd.__doc__ = cospgd_loss.__doc__
 
@@ -96,6 +108,9 @@ _LOSSES: dict[str, dict[str, LossFn]] = {
     "focal": {"clean": _on_prob(focal_loss), "paper": _on_prob(focal_loss)},
     "segpgd": {"clean": _segpgd, "paper": _segpgd},
     "cospgd": {"clean": _cospgd, "paper": _cospgd},
+    **{name: {"clean": _with_direction(fn), "paper": _with_direction(fn)} for name, fn in (
+        ("masked_bce", masked_bce_loss), ("js", js_divergence_loss), ("masked_logit", masked_logit_loss),
+        ("dag", dag_loss), ("asma", asma_loss))},
 }
 
 

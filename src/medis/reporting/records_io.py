@@ -19,8 +19,11 @@ Crash safety rests on three rules:
 Format: UTF-8 CSV with the header :data:`RECORD_COLUMNS`, ``\\n`` line endings. ``success`` and
 ``pruned`` are ``True``/``False``; ``steps`` is an int or empty (``None``); floats are written
 with ``repr`` (exact round trip; ``inf``/``nan`` included), empty for ``None``; ``eps`` is empty
-when the record has none; ``trajectory`` is a JSON list of floats. Keys of a record outside
-:data:`RECORD_COLUMNS` (e.g. an adversarial image) are not stored.
+when the record has none; ``trajectory`` is a JSON list of floats. The optional columns ``attack``
+(name of the attack), ``forwards``/``backwards`` (passes spent on the replica), ``transfer_metric``
+and ``transfer_success`` (the adversarial image judged on another model) are empty when absent.
+Keys of a record outside :data:`RECORD_COLUMNS` (e.g. an adversarial image) are not stored. Files
+with the older header :data:`LEGACY_COLUMNS` are read (new keys ``None``), not appended to.
 
 Pure Python (csv, json, os): no pandas, no torch, no Lightning/Hydra/W&B.
 """
@@ -61,13 +64,22 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "ssim",
     "psnr",
     "trajectory",
+    "attack",
+    "forwards",
+    "backwards",
+    "transfer_metric",
+    "transfer_success",
 )
 """The fixed column order of ``records.csv``."""
+LEGACY_COLUMNS: tuple[str, ...] = RECORD_COLUMNS[: RECORD_COLUMNS.index("trajectory") + 1]
+"""The header of records files written before ``attack`` and the columns after it existed; such
+files are still read (the newer keys come back as ``None``) but not appended to."""
 
 _STR_COLUMNS = ("dataset", "image_id", "target", "loss", "mode")
 _BOOL_COLUMNS = ("success", "pruned")
 _FLOAT_COLUMNS = ("metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr")
-_OPTIONAL_COLUMNS = ("eps",)
+_INT_COLUMNS = ("forwards", "backwards")
+_OPTIONAL_COLUMNS = ("eps", "attack", "forwards", "backwards", "transfer_metric", "transfer_success")
 """Columns a record may lack (written empty, read back as ``None``)."""
 _HEADER_LINE = ",".join(RECORD_COLUMNS) + "\n"
 
@@ -103,16 +115,16 @@ def _encode_bool(value: Any, key: str) -> str:
     raise ValueError(f"record field {key!r} must be a bool, got {value!r}")
 
 
-def _encode_steps(value: Any) -> str:
+def _encode_steps(value: Any, key: str = "steps") -> str:
     if _is_missing(value):
         return ""
     if isinstance(value, (bool, str)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"record field 'steps' must be an int or None, got {value!r}")
+        raise ValueError(f"record field {key!r} must be an int or None, got {value!r}")
     as_float = float(value)
     if math.isnan(as_float):  # NaN is how Parquet/pandas spell a missing int
         return ""
     if not as_float.is_integer():
-        raise ValueError(f"record field 'steps' must be an int or None, got {value!r}")
+        raise ValueError(f"record field {key!r} must be an int or None, got {value!r}")
     return str(int(as_float))
 
 
@@ -136,14 +148,16 @@ def _encode(record: Mapping) -> list[str]:
     fields: list[str] = []
     for key in RECORD_COLUMNS:
         value = record.get(key)
-        if key in _STR_COLUMNS:
+        if key in _OPTIONAL_COLUMNS and _is_missing(value):
+            fields.append("")
+        elif key in _STR_COLUMNS or key == "attack":
             if _is_missing(value):
                 raise ValueError(f"record field {key!r} is None")
             fields.append(str(value))
-        elif key in _BOOL_COLUMNS:
+        elif key in _BOOL_COLUMNS or key == "transfer_success":
             fields.append(_encode_bool(value, key))
-        elif key == "steps":
-            fields.append(_encode_steps(value))
+        elif key == "steps" or key in _INT_COLUMNS:
+            fields.append(_encode_steps(value, key))
         elif key == "trajectory":
             fields.append(_encode_trajectory(value))
         else:  # eps and the float columns
@@ -305,15 +319,17 @@ def _decode(fields: list[str], path: Path, line: int) -> dict:
     def fail(key: str, value: str, expected: str) -> DataError:
         return DataError(f"{path}: line {line}: column {key!r} is {value!r}, not {expected}")
 
-    record: dict[str, Any] = {}
+    record: dict[str, Any] = {key: None for key in RECORD_COLUMNS}
     for key, value in zip(RECORD_COLUMNS, fields):
-        if key in _STR_COLUMNS:
+        if key in _OPTIONAL_COLUMNS and value == "":
+            record[key] = None
+        elif key in _STR_COLUMNS or key == "attack":
             record[key] = value
-        elif key in _BOOL_COLUMNS:
+        elif key in _BOOL_COLUMNS or key == "transfer_success":
             if value not in ("True", "False"):
                 raise fail(key, value, "True or False")
             record[key] = value == "True"
-        elif key == "steps":
+        elif key == "steps" or key in _INT_COLUMNS:
             record[key] = _optional(value, int, lambda: fail(key, value, "an int or empty"))
         elif key == "trajectory":
             try:
@@ -333,7 +349,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
     Types: ``success``/``pruned`` bool; ``steps`` int or ``None`` (empty); numbers float (``inf``,
     ``nan`` included), ``None`` where empty; ``eps`` float or ``None``; ``trajectory`` list of
-    floats. A final line without a newline (a row cut by a crash) is skipped; every row returned
+    floats; optional columns ``None`` where empty. A final line without a newline (a row cut by a crash) is skipped; every row returned
     is complete. An empty file (or one holding only a cut header) gives ``[]``.
 
     Args:
@@ -362,16 +378,17 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     records: list[dict] = []
     try:
         header = next(reader)
-        if tuple(header) != RECORD_COLUMNS:
+        if tuple(header) not in (RECORD_COLUMNS, LEGACY_COLUMNS):
             raise DataError(f"{path}: line 1: header {','.join(header)!r} is not the records header "
                             f"{','.join(RECORD_COLUMNS)!r}")
+        width = len(header)
         start = reader.line_num + 1
         for fields in reader:
             if not fields:  # a blank line
                 start = reader.line_num + 1
                 continue
-            if len(fields) != len(RECORD_COLUMNS):
-                raise DataError(f"{path}: line {start}: {len(fields)} fields, expected {len(RECORD_COLUMNS)}")
+            if len(fields) != width:
+                raise DataError(f"{path}: line {start}: {len(fields)} fields, expected {width}")
             records.append(_decode(fields, path, start))
             start = reader.line_num + 1
     except csv.Error as err:

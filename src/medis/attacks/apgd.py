@@ -1,0 +1,117 @@
+"""APGD for segmentation replicas: step-size halving at checkpoints, momentum, restarts from the best.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (Auto-PGD), as SEA (Croce, Singh, Hein, "Towards Reliable
+Evaluation and Fast Training of Robust Semantic Segmentation Models", ECCV 2024) runs it on
+segmentation losses. With f the objective the attacker ascends (``d · loss``: the loss itself when
+untargeted, its negative when targeted), step size η (initially ``step_size_eps · eps``, 2ε in the
+paper) and the L∞ projection P onto the ε-ball and [0, 1]:
+
+- first update: ``x1 = P(x0 + η·sign(∇f))``;
+- later: ``z = P(x_k + η·sign(∇f(x_k)))``, ``x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))``
+  with α = 0.75;
+- checkpoints ``w_j = ⌈p_j·T⌉``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``;
+  at each, η is halved and the iterate restarts from the best point found (with its gradient) when
+  (1) f rose in fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint (ρ = 0.75), or
+  (2) η was not halved at the last checkpoint and the best f has not improved since.
+
+The engine's records keep every iterate's score, so the best iterate by the success metric (lowest
+mIoU with the ground truth, highest with the target) is what the reports read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from medis.attacks.updates import StepInfo, UpdateConfig, project
+
+FIRST_CHECKPOINT = 0.22
+MIN_GAP = 0.06
+GAP_SHRINK = 0.03
+
+
+def checkpoints(total: int) -> list[int]:
+    """The iterations w_j (1 <= w_j <= total) at which APGD may halve its step. T=100 -> [22, 41, 57, ...]."""
+    fractions = [0.0, FIRST_CHECKPOINT]
+    while fractions[-1] < 1.0:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - GAP_SHRINK, MIN_GAP))
+    points = sorted({math.ceil(p * total) for p in fractions if p <= 1.0})
+    return [w for w in points if 1 <= w <= total]
+
+
+def apgd_state(x0: torch.Tensor, config: UpdateConfig) -> dict[str, torch.Tensor]:
+    """Per-replica APGD state: η, previous and best iterates, best gradient and objective, counters."""
+    replicas = x0.shape[0]
+    scalar = x0.new_zeros(replicas)
+    return {
+        "eta": torch.full_like(scalar, config.alpha),
+        "x_prev": x0.clone(),
+        "x_best": x0.clone(),
+        "g_best": torch.zeros_like(x0),
+        "f_best": torch.full_like(scalar, -math.inf),
+        "f_prev": torch.full_like(scalar, -math.inf),
+        "f_best_checkpoint": torch.full_like(scalar, -math.inf),
+        "increases": scalar.clone(),
+        "halved_last": torch.zeros_like(scalar),
+    }
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _checkpoint(state: dict[str, torch.Tensor], x: torch.Tensor, grad: torch.Tensor, span: int,
+                rho: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Halve η and restart from the best point where conditions (1) or (2) of the module docstring hold."""
+    oscillating = state["increases"] < rho * span
+    stalled = (state["halved_last"] == 0) & (state["f_best"] <= state["f_best_checkpoint"])
+    halve = oscillating | stalled
+    state = dict(state)
+    state["eta"] = torch.where(halve, state["eta"] / 2, state["eta"])
+    x = torch.where(_rows(halve, x), state["x_best"], x)
+    grad = torch.where(_rows(halve, grad), state["g_best"], grad)
+    state["halved_last"] = halve.to(state["eta"].dtype)
+    state["f_best_checkpoint"] = state["f_best"].clone()
+    state["increases"] = torch.zeros_like(state["increases"])
+    return x, grad, state
+
+
+def apgd_step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor,
+              config: UpdateConfig, state: dict[str, torch.Tensor],
+              info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One APGD update of the replicas (module docstring).
+
+    Args:
+        x, grad, x0: (R, C, H, W) current iterates, loss gradients at them, clean images.
+        direction: (R,) +1 ascend (untargeted) / −1 descend (targeted).
+        config: ``eps``, ``step_size_eps`` (or ``step_size``), ``apgd_alpha``, ``apgd_rho``.
+        state: these replicas' rows of :func:`apgd_state`.
+        info: ``loss`` (R,) at ``x`` and ``position`` k of ``x`` in the loop, ``total`` T.
+
+    Returns:
+        (x_{k+1} (R, C, H, W), the updated state).
+    """
+    state = dict(state)
+    objective = (direction.to(info.loss.dtype) * info.loss).to(state["f_best"].dtype)
+    state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (
+        info.position > 0)
+    better = objective > state["f_best"]
+    state["x_best"] = torch.where(_rows(better, x), x, state["x_best"])
+    state["g_best"] = torch.where(_rows(better, grad), grad, state["g_best"])
+    state["f_best"] = torch.where(better, objective, state["f_best"])
+    state["f_prev"] = objective
+    if info.position == 0:
+        state["f_best_checkpoint"] = state["f_best"].clone()
+    marks = checkpoints(info.total)
+    if info.position in marks:
+        previous = max([0] + [w for w in marks if w < info.position])
+        x, grad, state = _checkpoint(state, x, grad, info.position - previous, config.apgd_rho)
+    eta = _rows(state["eta"], x).to(x.dtype)
+    d = _rows(direction, x).to(grad.dtype)
+    z = project(x + eta * torch.sign(d * grad), x0, config)
+    alpha = 1.0 if info.position == 0 else config.apgd_alpha
+    moved = project(x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"]), x0, config)
+    state["x_prev"] = x
+    return moved, state
