@@ -33,12 +33,20 @@ GAP_SHRINK = 0.03
 
 
 def checkpoints(total: int) -> list[int]:
-    """The iterations w_j (1 <= w_j <= total) at which APGD may halve its step. T=100 -> [22, 41, 57, ...]."""
-    fractions = [0.0, FIRST_CHECKPOINT]
-    while fractions[-1] < 1.0:
-        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - GAP_SHRINK, MIN_GAP))
-    points = sorted({math.ceil(p * total) for p in fractions if p <= 1.0})
-    return [w for w in points if 1 <= w <= total]
+    """The iterations w_j (1 <= w_j <= total) at which APGD may halve its step. T=100 -> [22, 41, 57, ...].
+
+    In whole iterations, as the authors' implementation counts them: the first gap is ⌊0.22·T⌋, each
+    next gap shrinks by ⌊0.03·T⌋ down to ⌊0.06·T⌋ (each at least 1), which is the paper's p_j
+    sequence without the rounding of ⌈p_j·T⌉ in floating point.
+    """
+    gap = max(int(FIRST_CHECKPOINT * total), 1)
+    shrink, smallest = max(int(GAP_SHRINK * total), 1), max(int(MIN_GAP * total), 1)
+    points, at = [], gap
+    while at <= total:
+        points.append(at)
+        gap = max(gap - shrink, smallest)
+        at += gap
+    return points
 
 
 def apgd_state(x0: torch.Tensor, config: UpdateConfig) -> dict[str, torch.Tensor]:

@@ -28,6 +28,8 @@ from medis.errors import ConfigError
 MODES = ("clean", "paper")
 DEFAULT_STOP = {False: 0.2, True: 0.95}      # keyed by targeted
 DEFAULT_SUCCESS = {False: 0.5, True: 0.45}
+EXACT = "exact"
+"""``stop_threshold`` value: stop only at a perfect score."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,15 @@ class Criteria:
         targeted: reaching a target (scores must rise) or escaping the ground truth (must fall).
         mode: ``clean`` or ``paper`` bookkeeping (see the module docstring).
         steps: maximum number of updates T.
-        stop_threshold, success_threshold: ``None`` for the paper's defaults.
+        stop_threshold, success_threshold: ``None`` for the paper's defaults; ``stop_threshold`` may
+            also be ``"exact"``: stop only at a perfect score (mIoU 0 with the ground truth, 1 with
+            the target), i.e. when every pixel is won (DAG's rule; also "run to the end").
     """
 
     targeted: bool
     mode: str = "clean"
     steps: int = 10
-    stop_threshold: float | None = None
+    stop_threshold: float | str | None = None
     success_threshold: float | None = None
 
     def __post_init__(self) -> None:
@@ -52,9 +56,13 @@ class Criteria:
             raise ConfigError(f"attack.mode={self.mode!r} must be one of {MODES}")
         if self.steps < 1:
             raise ConfigError(f"attack.steps must be >= 1, got {self.steps}")
+        if isinstance(self.stop_threshold, str) and self.stop_threshold != EXACT:
+            raise ConfigError(f"attack.stop_threshold must be a number, {EXACT!r} or null, got {self.stop_threshold!r}")
 
     @property
     def stop_at(self) -> float:
+        if self.stop_threshold == EXACT:
+            return 1.0 if self.targeted else 0.0
         return DEFAULT_STOP[self.targeted] if self.stop_threshold is None else self.stop_threshold
 
     @property

@@ -39,15 +39,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.engine import AttackResult, run_attack
 from medis.attacks.sanity import check_victim
 from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
 from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
-from medis.attacks.updates import UpdateConfig
+from medis.attacks.plan import Member, attack_members
 from medis.errors import ConfigError
 from medis.lightning.heap import release_free_heap
-from medis.losses import LOSS_NAMES
+from medis.losses import build_loss
 from medis.models.frontend import Victim
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
@@ -59,52 +59,38 @@ batch left RSS growing 8% over the second half of bench/attack_memory.py, every 
 TARGETS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
 
 
-def attack_config(settings: dict[str, Any], targeted: bool, kind: str) -> AttackConfig:
-    """An :class:`AttackConfig` from the ``attack`` config node (validated, one-line errors)."""
-    values = dict(settings)
-    update = UpdateConfig(rule=values.pop("update", "sign"), step_size=float(values.pop("step_size", 1 / 255)),
-                          eps=values.pop("eps", None), random_start=bool(values.pop("random_start", False)),
-                          momentum=float(values.pop("momentum", 1.0)))
-    for key in ("stop_threshold", "success_threshold"):
-        value = values.get(key)
-        if value is not None and not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"attack.{key} must be in [0, 1] or null, got {value}")
-    known = {"mode", "steps", "stop_threshold", "success_threshold", "max_batch", "fusion_only", "keep_images", "seed"}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"unknown attack key(s) {sorted(unknown)}; valid: {sorted(known | {'update', 'step_size', 'eps', 'random_start', 'momentum'})}")
-    return AttackConfig(update=update, targeted=targeted, target_kind=kind, **values)
-
-
 class AttackModule(pl.LightningModule):
     """MedIS over a test set (see the module docstring).
 
     Args:
         victim: the differentiable victim (``conf/model``).
-        attack: the ``attack`` config node as a dict (mode, steps, update, step_size, eps, ...).
-        losses: loss names (``conf/losses``).
+        attack: the ``attack`` config node as a dict (mode, steps, update, step_size, eps, ...; an
+            ensemble's ``members``; see :mod:`medis.attacks.plan`).
+        losses: loss names (``conf/losses``), for attacks without their own.
         targets: target kinds, ``untargeted`` included or not (``conf/target``).
         output_dir: where ``records.csv`` goes.
         resume: keep the records on disk and skip their work.
         seed: random targets and random starts.
         pool_size: longest side of the masks kept for random and most-similar targets.
         gallery_size: images per target kept for the gallery (0: none).
+        transfer_victim: another victim on which every adversarial image is also judged (black-box
+            transfer; ``transfer_metric``/``transfer_success`` in the records).
     """
 
     def __init__(self, victim: Victim, attack: dict[str, Any], losses: Sequence[str], targets: Sequence[str],
                  output_dir: str, resume: bool = False, seed: int = 0, pool_size: int = 256,
-                 gallery_size: int = 4) -> None:
+                 gallery_size: int = 4, transfer_victim: Victim | None = None) -> None:
         super().__init__()
-        unknown = [name for name in losses if name not in LOSS_NAMES]
-        if unknown or not losses:
-            raise ConfigError(f"unknown loss(es) {unknown or '[]'}; valid: {', '.join(LOSS_NAMES)}")
         bad = [kind for kind in targets if kind not in TARGETS]
         if bad or not targets:
             raise ConfigError(f"unknown target(s) {bad or '[]'}; valid: {', '.join(TARGETS)}")
         self.victim = victim
-        self.losses = list(losses)
+        self.transfer_victim = transfer_victim
+        self.members = attack_members(attack, losses, seed)
+        self.losses = [label for member in self.members for label in member.labels]
         self.targets = list(targets)
-        self.configs = {kind: attack_config(dict(attack, seed=seed), kind != "untargeted", kind) for kind in self.targets}
+        self.plans = {kind: [(member, member.config(kind != "untargeted", kind, seed)) for member in self.members]
+                      for kind in self.targets}
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.seed = seed
@@ -197,7 +183,7 @@ class AttackModule(pl.LightningModule):
         indices = [self._pool_index[key] for key in keys]
         if kind == "most_similar":
             return [from_pool(int(self._similar[i]), m) for i, m in zip(indices, masks)]
-        if self.configs[kind].mode == "paper":
+        if self.plans[kind][0][1].mode == "paper":
             return {loss: [from_pool(self._draw(10**9 + k), m) for m in masks] for k, loss in enumerate(self.losses)}
         return [from_pool(self._draw(i), m) for i, m in zip(indices, masks)]
 
@@ -228,21 +214,36 @@ class AttackModule(pl.LightningModule):
             equal = same_as_ground_truth(references, masks)
             self._skipped[kind] |= {keys[i] for i in range(len(ids)) if bool(equal[i])}
             keep = [i for i in keep if not bool(equal[i])]
-        keep = [i for i in keep if any((dataset, ids[i], kind, loss) not in self._done for loss in self.losses)]
-        if not keep:
-            return
-        pick = (lambda seq: [seq[i] for i in keep])
-        reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
-        config = self.configs[kind]
         wanted = self.gallery_size - len(self.gallery[kind])
-        if wanted > 0:
-            config = dataclasses.replace(config, keep_images=True)
-        result = run_attack(self.victim, pick(images), reference, self.losses, config, pick(ids), dataset)
+        result = AttackResult(records=[])
+        for member, config in self.plans[kind]:
+            result.extend(self._attack_member(member, config, wanted > 0, dataset, images, references, ids, keep))
         self.records.extend(result.records)
         assert self._writer is not None
         self._writer.append(result.records)
-        if wanted > 0:
+        kept = [i for i in keep if any(r["image_id"] == ids[i] for r in result.records)]
+        if wanted > 0 and kept:
+            pick = (lambda seq: [seq[i] for i in kept])
+            reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
             self._keep_for_gallery(kind, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
+
+    def _attack_member(self, member: Member, config, keep_images: bool, dataset: str, images: list[torch.Tensor],
+                       references, ids: list[str], keep: list[int]) -> AttackResult:
+        """One attack of the plan on the images of ``keep`` it has not finished (resume)."""
+        kind = config.kind
+        todo = [i for i in keep if any((dataset, ids[i], kind, label) not in self._done for label in member.labels)]
+        if not todo:
+            return AttackResult(records=[])
+        pick = (lambda seq: [seq[i] for i in todo])
+        if isinstance(references, dict):
+            reference = {label: pick(references[label]) for label in member.labels}
+        else:
+            reference = pick(references)
+        loss_fns = {member.label(loss): build_loss(loss, config.mode) for loss in member.losses}
+        if keep_images:
+            config = dataclasses.replace(config, keep_images=True)
+        return run_attack(self.victim, pick(images), reference, loss_fns, config, pick(ids), dataset,
+                          transfer_to=self.transfer_victim)
 
     @property
     def skipped(self) -> dict[str, int]:

@@ -18,9 +18,11 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``."""
     pl.seed_everything(cfg.seed, workers=True)
     attack = OmegaConf.to_container(cfg.attack, resolve=True)
+    transfer = cfg.get("transfer_to")
     module = AttackModule(victim=instantiate(cfg.model), attack=attack, losses=list(cfg.losses.names),
                           targets=list(cfg.target.kinds), output_dir=cfg.paths.output_dir, resume=cfg.resume,
-                          seed=cfg.seed, gallery_size=cfg.gallery_size)
+                          seed=cfg.seed, gallery_size=cfg.gallery_size,
+                          transfer_victim=instantiate(cfg.model, checkpoint=transfer) if transfer else None)
     datamodule = instantiate(cfg.data)
     with job_trainer(cfg, inference_mode=False) as trainer:
         trainer.test(module, datamodule=datamodule)

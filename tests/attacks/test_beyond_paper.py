@@ -1,0 +1,221 @@
+"""The attacks beyond MedIS, each on its defining behaviour: SegPGD's weight schedule, CosPGD's
+per-pixel scaling, APGD's checkpoints and step halving, ASMA's adaptive step, DAG's shrinking pixel
+set; transfer evaluation and the ensemble plan."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medis.attacks.apgd import apgd_state, apgd_step, checkpoints
+from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.plan import attack_members
+from medis.attacks.updates import StepInfo, UpdateConfig, asma_step
+from medis.errors import ConfigError
+from medis.losses import LossContext, build_loss
+from medis.losses.pixelwise import cospgd_loss, segpgd_loss
+from medis.losses.sea import pixel_set
+from medis.models.frontend import Victim
+
+from .test_engine import SIZE, Threshold, staircase, toy_victim
+
+
+def _prob_and_mask(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    prob = torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    mask = (torch.rand(2, 1, 6, 6, generator=gen) > 0.5).double()
+    return prob, mask
+
+
+def _bce_grad(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """d BCE(P, M) / dP per pixel, by hand: (P − M) / (P (1 − P))."""
+    return (prob - mask) / (prob * (1 - prob))
+
+
+# ----------------------------------------------------------------------------- SegPGD
+
+
+def test_segpgd_weights_move_from_right_to_wrong_pixels() -> None:
+    prob, mask = _prob_and_mask()
+    right = (prob > 0.5) == (mask > 0.5)
+    assert right.any() and (~right).any()
+    n = prob[0].numel()
+    for t, total in ((0, 10), (4, 10), (10, 10)):
+        p = prob.clone().requires_grad_()
+        segpgd_loss(p, mask, t, total).sum().backward()
+        lam = t / (2 * total)
+        weight = torch.where(right, 1 - lam, lam)
+        torch.testing.assert_close(p.grad, weight * _bce_grad(prob, mask) / n)
+
+
+def test_segpgd_sees_the_step_and_the_total_through_the_engine() -> None:
+    seen: list[tuple[int, int]] = []
+    segpgd = build_loss("segpgd")
+
+    def spy(out, reference, ctx: LossContext):
+        seen.append((ctx.step, ctx.total_steps))
+        return segpgd(out, reference, ctx)
+
+    image, gt = staircase(flip_rows=False)  # every pixel needs 3 steps: no early stop before step 3
+    config = AttackConfig(steps=5, stop_threshold=0.0, update=UpdateConfig(rule="pgd", eps=8 / 255, step_size=1 / 255))
+    run_attack(toy_victim(), image, gt, {"segpgd": spy}, config)
+    assert seen[:3] == [(0, 5), (1, 5), (2, 5)]
+    assert [step for step, _ in seen] == list(range(len(seen)))
+
+
+# ----------------------------------------------------------------------------- CosPGD
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_cospgd_scales_each_pixel_by_the_detached_cosine(targeted: bool) -> None:
+    prob, mask = _prob_and_mask(1)
+    p = prob.clone().requires_grad_()
+    cospgd_loss(p, mask, targeted).sum().backward()
+    cos = (prob * mask + (1 - prob) * (1 - mask)) / torch.sqrt(prob ** 2 + (1 - prob) ** 2)  # |M| = 1
+    weight = 1 - cos if targeted else cos
+    torch.testing.assert_close(p.grad, weight * _bce_grad(prob, mask) / prob[0].numel())
+    assert weight.std() > 0.05  # really per pixel, not one factor
+
+
+# ----------------------------------------------------------------------------- APGD
+
+
+def test_apgd_checkpoints_follow_the_paper() -> None:
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert checkpoints(300)[:3] == [66, 123, 171]  # p_j = 0.22, 0.41, 0.57
+
+
+def _apgd_run(objective: list[float], total: int = 100):
+    """APGD's state after feeding it ``objective`` (the loss at positions 0, 1, ...), one replica."""
+    config = UpdateConfig(rule="apgd", eps=8 / 255, step_size_eps=2.0)
+    x0 = torch.full((1, 1, 4, 4), 0.5)
+    grad = torch.ones_like(x0)
+    state, x = apgd_state(x0, config), x0.clone()
+    history = []
+    for position, value in enumerate(objective):
+        info = StepInfo(torch.tensor([value]), torch.tensor([0.5]), position, total)
+        before = x.clone()
+        x, state = apgd_step(x, grad * (-1) ** position, x0, torch.tensor([1.0]), config, state, info)
+        history.append((before, state["eta"].item(), state["x_best"].clone()))
+    return history, config
+
+
+def test_apgd_halves_the_step_and_restarts_from_the_best_when_the_loss_stalls() -> None:
+    falling = [1.0 - 0.01 * k for k in range(23)]  # never improves after position 0
+    history, config = _apgd_run(falling)
+    etas = [eta for _, eta, _ in history]
+    assert etas[:22] == [pytest.approx(2 * config.eps)] * 22  # constant until the checkpoint w1 = 22
+    assert etas[22] == pytest.approx(config.eps)  # halved at w1
+    assert torch.equal(history[22][2], torch.full((1, 1, 4, 4), 0.5))  # the best point is the start
+
+
+def test_apgd_keeps_its_step_while_the_loss_keeps_rising() -> None:
+    rising = [0.01 * k for k in range(42)]
+    history, config = _apgd_run(rising)
+    assert [eta for _, eta, _ in history] == [pytest.approx(2 * config.eps)] * 42
+
+
+def test_apgd_stays_in_the_ball_and_succeeds_on_the_toy_victim() -> None:
+    image, gt = staircase(flip_rows=False)
+    eps = 4 / 255
+    config = AttackConfig(steps=10, update=UpdateConfig(rule="apgd", eps=eps, step_size_eps=2.0), name="apgd")
+    result = run_attack(toy_victim(), image, gt, ["masked_bce", "js", "masked_logit"], config)
+    assert all(r["linf"] <= eps + 1e-6 for r in result.records)
+    assert all(r["success"] and r["attack"] == "apgd" for r in result.records)
+
+
+# ----------------------------------------------------------------------------- ASMA
+
+
+def test_asma_step_grows_with_the_overlap_with_the_target() -> None:
+    config = UpdateConfig(rule="asma", asma_tau=1e-3, asma_beta=1e-2, asma_l2=0.0)
+    x0 = torch.full((2, 1, 3, 3), 0.5)
+    grad = torch.linspace(-1, 1, 9).view(1, 1, 3, 3).repeat(2, 1, 1, 1)
+    iou = torch.tensor([0.2, 0.8])
+    moved = asma_step(x0, grad, x0, torch.tensor([-1.0, -1.0]), config, iou)
+    for r in range(2):
+        multiplier = 1e-2 * iou[r].item() + 1e-3
+        torch.testing.assert_close(moved[r] - x0[r], -multiplier * grad[r])
+    # the L2 penalty alone pulls the image back toward the clean one
+    config = UpdateConfig(rule="asma", asma_tau=0.1, asma_beta=0.0, asma_l2=1.0)
+    x = x0 + 0.04
+    back = asma_step(x, torch.zeros_like(x), x0, torch.tensor([-1.0, -1.0]), config, iou)
+    torch.testing.assert_close(back - x0, (x - x0) * (1 - 2 * 0.1))
+
+
+def test_asma_reaches_a_target_on_the_toy_victim() -> None:
+    image, gt = staircase(flip_rows=False)
+    target = 1 - gt
+    config = AttackConfig(steps=30, targeted=True, update=UpdateConfig(rule="asma", asma_tau=1e-3, asma_beta=1e-2))
+    (record,) = run_attack(toy_victim(), image, target, ["asma"], config).records
+    assert record["success"] and record["trajectory"][-1] > record["trajectory"][0]
+
+
+# ----------------------------------------------------------------------------- DAG
+
+
+def test_dag_pixel_set_shrinks_until_empty_and_the_attack_stops() -> None:
+    sizes: list[int] = []
+    dag = build_loss("dag")
+
+    def spy(out, reference, ctx: LossContext):
+        sizes.append(int(pixel_set(out.prob, reference, ctx.targeted).sum()))
+        return dag(out, reference, ctx)
+
+    image, gt = staircase(flip_rows=True)  # row r flips after r + 1 steps of 1/255
+    config = AttackConfig(steps=40, stop_threshold="exact", update=UpdateConfig(rule="dag", step_size=1 / 255))
+    (record,) = run_attack(toy_victim(), image, gt, {"dag": spy}, config).records
+    assert sizes[0] == SIZE * SIZE
+    assert all(later < earlier for earlier, later in zip(sizes, sizes[1:]))  # one row per step
+    assert record["trajectory"][-1] == 0.0  # the set is empty: every pixel flipped
+    assert len(record["trajectory"]) == SIZE + 1 < config.steps + 1  # stopped there, not at the limit
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+class Shifted(Threshold):
+    """A second model: foreground iff red > 0.52 (a different decision boundary)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, :1] - 0.52)
+
+
+def test_transfer_judges_the_best_image_on_the_other_model() -> None:
+    image, gt = staircase(flip_rows=False)
+    other = Victim(Shifted(), SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion="clean")
+    config = AttackConfig(steps=6, stop_threshold="exact")
+    (record,) = run_attack(toy_victim(), image, gt, ["bce"], config, transfer_to=other).records
+    assert record["success"] and record["trajectory"][-1] == 0.0
+    # 6 steps of 1/255 move each pixel 6/255 (offsets 2.5/255): the shifted boundary (5.1/255 above
+    # 0.5) is crossed by background pixels pushed up but not by foreground pushed down (8.6/255 away)
+    assert record["transfer_metric"] > record["trajectory"][-1]
+    assert record["transfer_success"] == (record["transfer_metric"] <= 0.5)
+    assert "transfer_metric" not in run_attack(toy_victim(), image, gt, ["bce"], config).records[0]
+
+
+# ----------------------------------------------------------------------------- ensemble plan
+
+
+def test_ensemble_members_qualify_losses_and_inherit_shared_settings() -> None:
+    node = {"eps": 8 / 255, "steps": 7, "update": "sign", "name": "medis",
+            "members": {"medis": {"losses": ["bce"]},
+                        "apgd": {"losses": ["js", "masked_bce"], "update": "apgd", "step_size_eps": 2.0}}}
+    medis, apgd = attack_members(node, ["dice"])
+    assert medis.labels == ["medis/bce"] and apgd.labels == ["apgd/js", "apgd/masked_bce"]
+    config = apgd.config(False, "untargeted", 0)
+    assert config.steps == 7 and config.update.rule == "apgd" and config.update.alpha == pytest.approx(16 / 255)
+    assert config.name == "apgd" and medis.config(True, "white", 0).update.rule == "sign"
+    (single,) = attack_members({"update": "sign"}, ["dice"])
+    assert single.labels == ["dice"] and single.name == "medis"
+    with pytest.raises(ConfigError, match=r"attack\.members\.apgd\.losses: unknown loss"):
+        attack_members({"members": {"apgd": {"losses": ["nope"], "update": "apgd", "eps": 0.1}}}, ["dice"])
+    with pytest.raises(ConfigError, match=r"attack\.eps"):
+        attack_members({"members": {"apgd": {"losses": ["js"], "update": "apgd"}}}, ["dice"])
+    with pytest.raises(ConfigError, match="stop_threshold"):
+        attack_members({"stop_threshold": "never"}, ["dice"])
+    assert math.isclose(attack_members({"stop_threshold": "exact"}, ["dice"])[0].config(True, "white", 0)
+                        .criteria.stop_at, 1.0)
