@@ -1,0 +1,53 @@
+"""attack=ensemble through attack.py: every attack of the ensemble runs, on two budgets, with transfer
+to a second model; the report's ensemble row is at least as strong as each member at every eps."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from medis.models.pranet import pranet_lite
+from medis.reporting import read_records
+
+from .entry_points import REPO, only, run_entry
+
+EPS = (2 / 255, 8 / 255)
+MEMBERS = {"medis", "segpgd", "cospgd", "apgd", "dag", "asma"}
+
+
+def test_ensemble_sweep_transfer_and_report(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    other = tmp_path / "other_model.pt"
+    torch.save(pranet_lite(channel=16).state_dict(), other)  # a second, differently initialised model
+    done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack=ensemble", "attack.steps=2",
+                     f"attack.eps={EPS[0]},{EPS[1]}", f"transfer_to={other}", "logger=csv", "gallery_size=1",
+                     images=20, multirun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = only("outputs/attack/multiruns/*", tmp_path)
+    records = [r for path in sorted(sweep.glob("*/records.csv")) for r in read_records(path)]
+    assert {r["attack"] for r in records} == MEMBERS
+    assert {r["loss"].split("/")[0] for r in records} == MEMBERS  # qualified <member>/<loss>
+    for record in records:
+        assert record["linf"] <= record["eps"] + 1e-6  # every member held the shared budget
+        assert record["forwards"] >= 1 and record["transfer_metric"] is not None
+        assert record["transfer_success"] == (record["transfer_metric"] <= 0.5)
+
+    report = subprocess.run([sys.executable, "-m", "medis.report", str(sweep)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    with open(sweep / "report" / "attacks.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for eps in EPS:
+        at = {r["attack"]: r for r in rows if abs(float(r["eps"]) - eps) < 1e-9}
+        assert set(at) == MEMBERS | {"ensemble"}
+        ensemble = at.pop("ensemble")
+        for name, row in at.items():
+            assert float(ensemble["asr"]) >= float(row["asr"]), (eps, name)
+            assert float(ensemble["adv_miou"]) <= float(row["adv_miou"]) + 1e-12, (eps, name)
+        assert float(ensemble["forwards"]) == sum(float(row["forwards"]) for row in at.values())
+        assert ensemble["transfer_asr"] != ""
+    assert "ensemble" in (sweep / "report" / "attacks.md").read_text()
