@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/attack_throughput.py [--model pranet_lite|pranet] [--batches 1,6,24]
         [--images 4] [--size 192] [--rounds 2] [--device cpu|cuda] [--threads N]
+        [--channels-last] [--compile [--compile-mode MODE]] [--precision fp32|bf16]
 
 One replica is one (image, loss) pair, one replica-step one forward(+backward) pass of a replica.
 The engine (:func:`medis.attacks.engine.run_attack`, paper mode, the six paper losses, 10 steps,
@@ -25,13 +26,22 @@ On CPU the default is ONE torch thread: on this shared 2-core VM two threads ove
 cores, spin in OpenMP barriers and stall for seconds at random (the default run took 11 minutes
 instead of 2, with batch sizes' times off by 3x); ``--threads 2`` to measure them anyway.
 
-Prints a table and writes bench/results/attack_throughput_<model>_<device>.json.
+Fast-path options (:func:`medis.attacks.fastpath.fast_victim`, all off by default): ``--channels-last``
+(NHWC weights and network input), ``--compile`` (``torch.compile`` of the network, forward and input
+backward; ``--compile-mode``), ``--precision bf16`` (autocast, float32 outputs). They apply to the
+engine and to its floor (``pass_times``); the notebook loop stays the plain float32 victim, so its
+speed-up includes theirs. With ``--compile`` every batch size is warmed up first on any device (the
+compilations are not timed).
+
+Prints a table and writes bench/results/attack_throughput_<model>_<device>.json, with the options
+as a suffix when any is on (e.g. ``..._cuda_bf16_cl_compile.json``), so a baseline is not overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import json
 import platform
@@ -46,6 +56,7 @@ import torch
 import attack_engine
 from attack_engine import NEVER, notebook_loop, pass_times
 from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks.fastpath import PRECISIONS, fast_victim
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES
 from medis.models.frontend import Victim
@@ -102,7 +113,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default on CPU: 1, see the docstring; on CUDA: torch's own)")
+    parser.add_argument("--channels-last", action="store_true", help="network weights and input in channels-last")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (forward and backward)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, ...)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                        help="fp32, or bf16 autocast with float32 outputs")
     args = parser.parse_args()
+    options = {"channels_last": args.channels_last, "compile": args.compile, "compile_mode": args.compile_mode,
+               "precision": args.precision}
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
@@ -115,7 +133,10 @@ def main() -> None:
     clock = make_clock(device)
     net = pranet_lite() if args.model == "pranet_lite" else PraNet()
     net_size = size // 32 * 32
-    victim = Victim(net, net_size, fusion="paper").to(device).eval()
+    plain = Victim(net, net_size, fusion="paper").to(device).eval()  # the notebook loop's victim
+    # channels-last re-strides the weights in place: the fast victim gets its own copy of the network
+    victim = fast_victim(copy.deepcopy(plain) if args.channels_last else plain, channels_last=args.channels_last,
+                         compile=args.compile, compile_mode=args.compile_mode, precision=args.precision)
     width = size * 4 // 3
     pairs = [render_dermoscopy(np.random.default_rng([0, i]), size, width) for i in range(n_images)]
     images = torch.stack([torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255 for img, _ in pairs]).to(device)
@@ -132,10 +153,10 @@ def main() -> None:
 
     # warm-up at the full replica batch (first use of memory is slow on fresh VMs), then the loop
     run_attack(victim, images, masks, losses, AttackConfig(mode="paper", steps=2, **NEVER))
-    if device.type == "cuda":  # cheap there: every batch size's kernels chosen and memory cached before timing
+    if device.type == "cuda" or args.compile:  # every batch size's kernels chosen (compiled) before timing
         for b in batches:
             run_attack(victim, images, masks, losses, AttackConfig(mode="paper", steps=2, max_batch=b, **NEVER))
-    notebook_loop(victim, images[:1], masks[:1], 2)
+    notebook_loop(plain, images[:1], masks[:1], 2)
     engine_s = {b: float("inf") for b in batches}
     forward_s = {c: float("inf") for c in timed_sizes}
     forward_backward_s = {c: float("inf") for c in timed_sizes}
@@ -145,7 +166,7 @@ def main() -> None:
         for _ in range(rounds):
             timed: set[int] = set()
             start = clock()
-            notebook_passes = notebook_loop(victim, images[:nb_images], masks[:nb_images], args.steps)
+            notebook_passes = notebook_loop(plain, images[:nb_images], masks[:nb_images], args.steps)
             notebook_s = min(notebook_s, clock() - start)
             for b in batches:
                 config = AttackConfig(mode="paper", steps=args.steps, max_batch=b, **NEVER)
@@ -189,6 +210,8 @@ def main() -> None:
 
     print(f"{args.model} at {net_size}px, {n_images} images {size}x{width}, {len(losses)} paper losses x "
           f"{args.steps} steps = {replicas} replicas, {device}, {torch.get_num_threads()} threads, best of {rounds}")
+    print(f"fast path: precision {args.precision}, channels-last {'on' if args.channels_last else 'off'}, "
+          f"compile {('on (mode ' + (args.compile_mode or 'default') + ')') if args.compile else 'off'}")
     print(f"notebook loop ({nb_images} image(s), batch 1): {notebook_rate:8.2f} replica-steps/s, "
           f"{notebook_images_s:8.4f} images/s")
     header = (f"{'max_batch':>9s} {'replica-steps/s':>15s} {'images/s':>9s} {'speed-up':>8s} "
@@ -203,11 +226,13 @@ def main() -> None:
     for name, verdict in verdicts.items():
         print(f"  {name:36s} {verdict}")
 
-    out = Path(__file__).parent / "results" / f"attack_throughput_{args.model}_{device.type}.json"
+    suffix = "".join(tag for tag, on in (("_bf16", args.precision == "bf16"), ("_cl", args.channels_last),
+                                         ("_compile", args.compile)) if on)
+    out = Path(__file__).parent / "results" / f"attack_throughput_{args.model}_{device.type}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "model": args.model, "network_size": net_size, "images": n_images, "image_size": [size, width],
-        "losses": losses, "steps": args.steps, "replicas": replicas, "device": str(device),
+        "losses": losses, "steps": args.steps, "replicas": replicas, "device": str(device), "fast_path": options,
         "device_name": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "machine": platform.machine(), "torch": torch.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "rounds": rounds,

@@ -61,12 +61,22 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
     assert info["seed"] == 0 and info["versions"]["torch"]
 
 
+def test_attack_fast_path_options_run(tmp_path: Path) -> None:
+    """bf16 autocast, channels-last and max_batch=auto (all replicas at once on CPU) through attack.py."""
+    done = attack(tmp_path, "losses.names=[bce,dice]", "attack.precision=bf16", "attack.channels_last=true",
+                  "attack.max_batch=auto", "logger=csv", "gallery_size=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_records(only("outputs/attack/runs/*", tmp_path) / "records.csv")
+    assert len(records) == 2 * 4 and all(r["forwards"] >= 1 for r in records)
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("losses.names=[bce,nope]", "error: unknown loss(es) ['nope']; valid: "),
     ("target.kinds=[white,grey]", "error: unknown target(s) ['grey']; valid: "),
     ("attack.eps=-0.1", "attack.eps must be >= 0"),
     ("attack.steps=0", "steps"),
     ("attack.success_threshold=1.5", "error: attack.success_threshold must be in [0, 1]"),
+    ("attack.precision=fp16x", "error: attack.precision='fp16x' must be one of"),
 ])
 def test_attack_rejects_bad_values_before_work(tmp_path: Path, override: str, message: str) -> None:
     done = attack(tmp_path, override)

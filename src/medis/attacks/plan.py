@@ -27,8 +27,35 @@ UPDATE_KEYS = ("update", "step_size", "eps", "random_start", "momentum", "step_s
                "asma_l2", "apgd_alpha", "apgd_rho")
 CONFIG_KEYS = ("mode", "steps", "stop_threshold", "success_threshold", "max_batch", "fusion_only", "keep_images",
                "seed", "name")
-PLAN_KEYS = ("losses", "members", "precision")
+RUN_KEYS = ("precision", "channels_last", "compile", "compile_mode")
+PLAN_KEYS = ("losses", "members") + RUN_KEYS
 """Keys of the node that are not :class:`AttackConfig` settings."""
+AUTO = "auto"
+"""``max_batch`` value: the largest replica batch that fits (CUDA; all replicas on CPU)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The fast-path options of an attack run (:mod:`medis.attacks.fastpath`), all off by default.
+
+    Attributes:
+        precision: ``fp32`` or ``bf16`` (autocast of the victim's forward; outputs back in float32).
+        channels_last: the network's weights and input in channels-last memory format.
+        compile: ``torch.compile`` the network (forward and input backward), ``compile_mode`` its mode.
+        auto_max_batch: ``max_batch: auto``, found once per model and image size.
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+    auto_max_batch: bool = False
+
+
+def run_options(attack: Mapping[str, Any]) -> RunOptions:
+    """The :class:`RunOptions` of an ``attack`` node (missing keys: off)."""
+    values = {key: attack[key] for key in RUN_KEYS if attack.get(key) is not None}
+    return RunOptions(**values, auto_max_batch=attack.get("max_batch") == AUTO)
 
 
 def attack_config(settings: Mapping[str, Any], targeted: bool, kind: str) -> AttackConfig:
@@ -99,6 +126,8 @@ def attack_members(attack: Mapping[str, Any], default_losses: Sequence[str], see
         ConfigError: unknown loss, key or value (one line naming it).
     """
     shared = {key: value for key, value in attack.items() if key not in PLAN_KEYS}
+    if shared.get("max_batch") == AUTO:
+        shared["max_batch"] = None  # resolved per image size by the attack module
     members_node = attack.get("members")
     if members_node is None:
         members = [Member(str(shared.pop("name", "medis")), _losses(attack.get("losses"), default_losses),

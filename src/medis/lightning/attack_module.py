@@ -44,7 +44,8 @@ from medis.attacks.sanity import check_victim
 from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
 from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
-from medis.attacks.plan import Member, attack_members
+from medis.attacks.fastpath import auto_max_batch, fast_victim
+from medis.attacks.plan import Member, attack_members, run_options
 from medis.errors import ConfigError
 from medis.lightning.heap import release_free_heap
 from medis.losses import build_loss
@@ -84,9 +85,11 @@ class AttackModule(pl.LightningModule):
         bad = [kind for kind in targets if kind not in TARGETS]
         if bad or not targets:
             raise ConfigError(f"unknown target(s) {bad or '[]'}; valid: {', '.join(TARGETS)}")
-        self.victim = victim
-        self.transfer_victim = transfer_victim
+        self.options = run_options(attack)
         self.members = attack_members(attack, losses, seed)
+        self.victim = fast_victim(victim, channels_last=self.options.channels_last, compile=self.options.compile,
+                                  compile_mode=self.options.compile_mode, precision=self.options.precision)
+        self.transfer_victim = transfer_victim
         self.losses = [label for member in self.members for label in member.labels]
         self.targets = list(targets)
         self.plans = {kind: [(member, member.config(kind != "untargeted", kind, seed)) for member in self.members]
@@ -240,6 +243,10 @@ class AttackModule(pl.LightningModule):
         else:
             reference = pick(references)
         loss_fns = {member.label(loss): build_loss(loss, config.mode) for loss in member.losses}
+        if self.options.auto_max_batch:
+            largest = max((image.shape for image in pick(images)), key=lambda shape: shape[-1] * shape[-2])
+            config = dataclasses.replace(config, max_batch=auto_max_batch(self.victim, loss_fns, tuple(largest),
+                                                                          self.device))
         if keep_images:
             config = dataclasses.replace(config, keep_images=True)
         return run_attack(self.victim, pick(images), reference, loss_fns, config, pick(ids), dataset,
