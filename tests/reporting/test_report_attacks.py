@@ -18,10 +18,11 @@ import csv
 from pathlib import Path
 
 import pytest
-import yaml
 
 from medis.report import main
-from medis.reporting import RECORD_COLUMNS, RecordWriter
+from medis.reporting import RECORD_COLUMNS
+
+from .test_sweep import write_job
 
 EPS8 = 8 / 255
 
@@ -35,14 +36,6 @@ def rec(image_id: str, loss: str, trajectory: list[float] | None, steps: int | N
         linf_255=8.0, l2_255=127.5, ssim=0.9, psnr=35.0, trajectory=trajectory, attack=attack,
         forwards=forwards, backwards=backwards, transfer_metric=None, transfer_success=None,
     )
-
-
-def write_job(folder: Path, overrides: list[str], records: list[dict]) -> Path:
-    with RecordWriter(folder / "records.csv") as writer:
-        writer.append(records)
-    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides), encoding="utf-8")
-    return folder
 
 
 def ensemble_sweep(root: Path) -> Path:
