@@ -39,7 +39,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from medis.attacks.engine import AttackResult, run_attack
+from medis.attacks.engine import AttackConfig, AttackResult, run_attack
 from medis.attacks.sanity import check_victim
 from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
@@ -230,7 +230,7 @@ class AttackModule(pl.LightningModule):
             reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
             self._keep_for_gallery(kind, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
 
-    def _attack_member(self, member: Member, config, keep_images: bool, dataset: str, images: list[torch.Tensor],
+    def _attack_member(self, member: Member, config: AttackConfig, keep_images: bool, dataset: str, images: list[torch.Tensor],
                        references, ids: list[str], keep: list[int]) -> AttackResult:
         """One attack of the plan on the images of ``keep`` it has not finished (resume)."""
         kind = config.kind
