@@ -62,13 +62,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from medis.data.synthetic.shapes import StarShape
-from medis.lightning.segmentation_module import SegmentationModule, multiscale_size
+from medis.lightning.segmentation_module import SegmentationModule, multiscale_size, rescaled_batch
 from medis.losses.structure import structure_loss
 from medis.models.frontend import IMAGENET_MEAN, IMAGENET_STD
 from medis.models.pranet import PraNet, pranet_lite
@@ -105,13 +104,8 @@ class PlainLoop:
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def batch(self, images: torch.Tensor, masks: torch.Tensor) -> None:
-        size = images.shape[-1]
         for rate in self.scales:
-            target = multiscale_size(size, rate)
-            x, m = images, masks
-            if target != size:
-                x = F.interpolate(images, size=(target, target), mode="bilinear", align_corners=True)
-                m = F.interpolate(masks, size=(target, target), mode="bilinear", align_corners=True)
+            x, m = rescaled_batch(images, masks, rate)
             side = self.net((x - self.mean) / self.std)
             loss = sum(structure_loss(z, m).mean() for z in side)
             self.optimizer.zero_grad()

@@ -41,6 +41,17 @@ def multiscale_size(size: int, rate: float) -> int:
     return max(32, int(round(size * rate / 32) * 32))
 
 
+def rescaled_batch(images: torch.Tensor, masks: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S) and masks (B, 1, S, S) at PraNet's training scale ``rate``: bilinearly resized
+    (``align_corners=True``) to :func:`multiscale_size`, or returned as they are when that is S."""
+    size = images.shape[-1]
+    target = multiscale_size(size, rate)
+    if target == size:
+        return images, masks
+    return tuple(F.interpolate(t, size=(target, target), mode="bilinear", align_corners=True)
+                 for t in (images, masks))
+
+
 def _as_tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
@@ -107,14 +118,9 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, masks = batch["image"], batch["mask"]
         optimizer = self.optimizers()
-        size = images.shape[-1]
         losses = {}
         for rate in self.scales:
-            target = multiscale_size(size, rate)
-            x, m = images, masks
-            if target != size:
-                x = F.interpolate(images, size=(target, target), mode="bilinear", align_corners=True)
-                m = F.interpolate(masks, size=(target, target), mode="bilinear", align_corners=True)
+            x, m = rescaled_batch(images, masks, rate)
             loss = self.loss(self(x), m)
             optimizer.zero_grad()
             self.manual_backward(loss)
