@@ -27,13 +27,12 @@ Pure Python: no torch, no pandas.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medis.fusion import UNTARGETED, fuse
+from medis.fusion import UNTARGETED, _is_missing, _mean, _order, fuse
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.summary import _fmt, _target_order, markdown_table, rows_csv
 
@@ -77,16 +76,9 @@ _KNOWN_COLUMNS = frozenset(ATTACK_COLUMNS + TRANSFER_COLUMNS)
 # --------------------------------------------------------------------------------------------
 
 
-def _missing(value: Any) -> bool:
-    """``None`` or a float NaN (how Parquet / CSV readers write a missing value)."""
-    if value is None:
-        return True
-    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isnan(value)
-
-
 def _absent(value: Any) -> bool:
-    """Missing (:func:`_missing`) or an empty string (an empty CSV field)."""
-    return _missing(value) or (isinstance(value, str) and not value.strip())
+    """Missing (:func:`medis.fusion._is_missing`) or an empty string (an empty CSV field)."""
+    return _is_missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def _where(record: Mapping, index: int) -> str:
@@ -112,7 +104,7 @@ def _attack_name(record: Mapping, index: int) -> str:
 def _trajectory(record: Mapping, index: int) -> tuple[float | None, list[float]]:
     """The record's clean score (``None`` if NaN) and its scores without NaN; ValueError when none."""
     raw = record.get("trajectory")
-    values = [] if _missing(raw) else [math.nan if _missing(value) else float(value) for value in raw]
+    values = [] if _is_missing(raw) else [math.nan if _is_missing(value) else float(value) for value in raw]
     present = [value for value in values if not math.isnan(value)]
     if not present:
         raise ValueError(f"{_where(record, index)} has no trajectory (got {raw!r}); the attack comparison "
@@ -148,8 +140,8 @@ class _Entry:
     def __init__(self, record: Mapping, index: int, by: Sequence[str]) -> None:
         self.clean, scores = _trajectory(record, index)
         eps = record.get("eps")
-        self.group: tuple = tuple(None if _missing(record.get(key)) else record.get(key) for key in by) + (
-            record.get("dataset"), record.get("target"), None if _missing(eps) else eps)
+        self.group: tuple = tuple(None if _is_missing(record.get(key)) else record.get(key) for key in by) + (
+            record.get("dataset"), record.get("target"), None if _is_missing(eps) else eps)
         self.attack = _attack_name(record, index)
         self.image_id = record.get("image_id")
         self.low, self.high = min(scores), max(scores)
@@ -161,11 +153,6 @@ class _Entry:
 # --------------------------------------------------------------------------------------------
 # Aggregates
 # --------------------------------------------------------------------------------------------
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return math.fsum(present) / len(present) if present else None
 
 
 def _best(values: Iterable[float | None], targeted: bool) -> float | None:
@@ -243,19 +230,10 @@ def _attack_order(attack: str) -> tuple:
     return (1, 0, attack)
 
 
-def _value_order(value: Any) -> tuple:
-    """Sort key over mixed group values: None, then numbers, then the rest by text."""
-    if value is None:
-        return (0, 0.0, "")
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return (1, float(value), "")
-    return (2, 0.0, str(value))
-
-
 def _group_order(group: tuple, n_by: int) -> tuple:
     """by values, dataset, target (paper order), eps."""
     extra, (dataset, target, eps) = group[:n_by], group[n_by:]
-    return tuple(_value_order(v) for v in extra) + (str(dataset), _target_order(target), _value_order(eps))
+    return tuple(_order(v) for v in extra) + (str(dataset), _target_order(target), _order(eps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +317,7 @@ def has_attacks(records: Iterable[Mapping]) -> bool:
 def format_eps(eps: Any) -> str:
     """``"8/255"`` when ``eps * 255`` is within 1e-6 of an integer, else the float (``"0.03"``);
     ``"none"`` for None."""
-    if _missing(eps):
+    if _is_missing(eps):
         return "none"
     value = float(eps)
     scaled = value * 255.0
@@ -378,7 +356,7 @@ def _clean_line(rows: list[dict], targeted: bool) -> str:
 
 def _section(title: str, rows: list[dict]) -> str:
     """One (by..., dataset, target) section: clean line and the attack x eps table."""
-    eps_values = sorted({row["eps"] for row in rows}, key=_value_order)
+    eps_values = sorted({row["eps"] for row in rows}, key=_order)
     attacks = sorted({row[ATTACK_KEY] for row in rows if row[ATTACK_KEY] != ENSEMBLE}, key=_attack_order) + [ENSEMBLE]
     transfer = TRANSFER_COLUMNS[0] in rows[0]
     cell = {(row[ATTACK_KEY], row["eps"]): row for row in rows}
