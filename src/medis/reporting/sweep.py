@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from medis.errors import DataError
-from medis.fusion import FUSED_LOSS, summary_table
+from medis.fusion import FUSED_LOSS, _order, summary_table
 from medis.reporting.records_io import read_records
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.summary import _fmt, _target_order, markdown_table, rows_csv
@@ -239,13 +239,9 @@ def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def _eps_order(eps: Any) -> tuple:
-    return (0, 0.0) if eps is None else (1, float(eps))
-
-
 def _group_order(row: Mapping) -> tuple:
     """Sort key of a row's group: job label, dataset, target (paper order), eps."""
-    return (row[JOB_KEY], row["dataset"], _target_order(row["target"]), _eps_order(row.get("eps")))
+    return (row[JOB_KEY], row["dataset"], _target_order(row["target"]), _order(row.get("eps")))
 
 
 def comparison_rows(records: Iterable[Mapping]) -> list[dict]:
@@ -283,7 +279,7 @@ def _column_title(target: str, eps: Any) -> str:
 def _section(label: str, dataset: str, rows: list[dict]) -> str:
     """One (job label, dataset) section: heading and the loss x (target, eps) table."""
     columns = sorted({(row["target"], row["eps"]) for row in rows},
-                     key=lambda column: (_target_order(column[0]), _eps_order(column[1])))
+                     key=lambda column: (_target_order(column[0]), _order(column[1])))
     losses = sorted({row["loss"] for row in rows if row["loss"] != FUSED_LOSS}) + [FUSED_LOSS]
     cell = {(row["target"], row["eps"], row["loss"]): row for row in rows}
     headers = ["loss"]
