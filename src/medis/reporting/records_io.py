@@ -75,10 +75,10 @@ LEGACY_COLUMNS: tuple[str, ...] = RECORD_COLUMNS[: RECORD_COLUMNS.index("traject
 """The header of records files written before ``attack`` and the columns after it existed; such
 files are still read (the newer keys come back as ``None``) but not appended to."""
 
-_STR_COLUMNS = ("dataset", "image_id", "target", "loss", "mode")
-_BOOL_COLUMNS = ("success", "pruned")
+_STR_COLUMNS = ("dataset", "image_id", "target", "loss", "mode", "attack")
+_BOOL_COLUMNS = ("success", "pruned", "transfer_success")
 _FLOAT_COLUMNS = ("metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr")
-_INT_COLUMNS = ("forwards", "backwards")
+_INT_COLUMNS = ("steps", "forwards", "backwards")
 _OPTIONAL_COLUMNS = ("eps", "attack", "forwards", "backwards", "transfer_metric", "transfer_success")
 """Columns a record may lack (written empty, read back as ``None``)."""
 _HEADER_LINE = ",".join(RECORD_COLUMNS) + "\n"
@@ -150,13 +150,13 @@ def _encode(record: Mapping) -> list[str]:
         value = record.get(key)
         if key in _OPTIONAL_COLUMNS and _is_missing(value):
             fields.append("")
-        elif key in _STR_COLUMNS or key == "attack":
+        elif key in _STR_COLUMNS:
             if _is_missing(value):
                 raise ValueError(f"record field {key!r} is None")
             fields.append(str(value))
-        elif key in _BOOL_COLUMNS or key == "transfer_success":
+        elif key in _BOOL_COLUMNS:
             fields.append(_encode_bool(value, key))
-        elif key == "steps" or key in _INT_COLUMNS:
+        elif key in _INT_COLUMNS:
             fields.append(_encode_steps(value, key))
         elif key == "trajectory":
             fields.append(_encode_trajectory(value))
@@ -323,13 +323,13 @@ def _decode(fields: list[str], path: Path, line: int) -> dict:
     for key, value in zip(RECORD_COLUMNS, fields):
         if key in _OPTIONAL_COLUMNS and value == "":
             record[key] = None
-        elif key in _STR_COLUMNS or key == "attack":
+        elif key in _STR_COLUMNS:
             record[key] = value
-        elif key in _BOOL_COLUMNS or key == "transfer_success":
+        elif key in _BOOL_COLUMNS:
             if value not in ("True", "False"):
                 raise fail(key, value, "True or False")
             record[key] = value == "True"
-        elif key == "steps" or key in _INT_COLUMNS:
+        elif key in _INT_COLUMNS:
             record[key] = _optional(value, int, lambda: fail(key, value, "an int or empty"))
         elif key == "trajectory":
             try:
