@@ -127,7 +127,8 @@ def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> dict[s
 
 def ssim_psnr(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM (Wang, Bovik, Sheikh, Simoncelli, IEEE TIP 2004; Gaussian 11x11, σ 1.5) and PSNR (dB) per
-    image, data range 1, both from torchmetrics.
+    image, data range 1: SSIM by :func:`medis.ssim.ssim` (torchmetrics' computation with a separable
+    window), PSNR by torchmetrics.
 
     Args:
         adversarial, clean: (B, C, H, W) in [0, 1], H and W >= 11.
@@ -135,9 +136,10 @@ def ssim_psnr(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Ten
     Returns:
         (ssim (B,), psnr (B,)); PSNR is +inf for identical images.
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from medis.ssim import ssim
 
     a, c = adversarial.float(), clean.float()
-    ssim = structural_similarity_index_measure(a, c, data_range=1.0, reduction="none")
     psnr = peak_signal_noise_ratio(a, c, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return ssim, psnr
+    return ssim(a, c, data_range=1.0), psnr
