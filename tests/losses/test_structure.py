@@ -51,3 +51,18 @@ def test_finite_at_extremes() -> None:
             loss = structure_loss(z, mask)
             loss.sum().backward()
             assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+
+
+def test_weights_equal_pranets_31x31_average_pool() -> None:
+    """Summed-area weights = 1 + 5|avg_pool2d(M, 31, 1, 15) - M| (zero padding counted): exactly on
+    binary masks, to float32 rounding of the float64 pool on soft ones (float32 pooling itself is
+    off by up to 5e-6 there), also on images smaller than the window."""
+    g = torch.Generator().manual_seed(3)
+    for shape in ((2, 1, 192, 256), (3, 1, 20, 17), (1, 1, 1, 40)):
+        binary = (torch.rand(shape, generator=g) > 0.6).float()
+        soft = torch.rand(shape, generator=g)
+        pooled = 1 + 5 * (F.avg_pool2d(binary, 31, 1, 15) - binary).abs()
+        assert torch.equal(structure_weights(binary), pooled)
+        exact = soft.double()
+        pooled = (1 + 5 * (F.avg_pool2d(exact, 31, 1, 15) - exact).abs()).float()
+        torch.testing.assert_close(structure_weights(soft), pooled, atol=1e-6, rtol=0)
