@@ -11,6 +11,9 @@ the forward and forward+backward time per replica measured at the engine's batch
 record of each replica needs no backward pass); the issue's looser floor, every replica-step times
 the forward+backward time, is printed too.
 
+As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_allocator`); run with
+``MEDIS_CPU_ALLOCATOR=default`` to measure without it (the JSON's ``allocator`` says which).
+
 Prints a table and writes bench/results/attack_engine_<model>.json.
 """
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from medis.attacks.engine import AttackConfig, frozen, run_attack
+from medis.cpu_allocator import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES, LossContext, build_loss
 from medis.models.frontend import Victim
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    allocator = "tuned" if tune_cpu_allocator() else "default"
     torch.manual_seed(0)
     device = torch.device(args.device)
     net = pranet_lite() if args.model == "pranet_lite" else PraNet()
@@ -143,14 +148,14 @@ def main() -> None:
         "engine / (replica-steps x f+b)": engine_s / (result.forward_replicas * t_forward_backward),
     }
     print(f"{args.model} at {net_size}px, {args.images} images {args.size}x{width}, 6 paper losses x {args.steps} "
-          f"steps, {device}, replica batch {batch}")
+          f"steps, {device}, replica batch {batch}, {allocator} allocator")
     for name, value in rows.items():
         print(f"  {name:34s} {value:8.3f}")
     out = Path(__file__).parent / "results" / f"attack_engine_{args.model}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "model": args.model, "network_size": net_size, "images": args.images, "image_size": [args.size, width],
-        "steps": args.steps, "device": str(device), "replica_batch": batch, "threads": torch.get_num_threads(),
+        "steps": args.steps, "device": str(device), "replica_batch": batch, "threads": torch.get_num_threads(), "allocator": allocator,
         "machine": platform.machine(), "engine_forward_replicas": result.forward_replicas,
         "engine_backward_replicas": result.backward_replicas, "notebook_forward_passes": notebook_passes,
         "forward_s_per_replica": t_forward, "forward_backward_s_per_replica": t_forward_backward,

@@ -125,8 +125,11 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _rows(out: VictimOutput, rows: torch.Tensor) -> VictimOutput:
-    return VictimOutput(tuple(z[rows] for z in out.side_logits), out.prob[rows], tuple(p[rows] for p in out.side_probs))
+def _split(out: VictimOutput, sizes: list[int]) -> list[VictimOutput]:
+    """Consecutive row blocks of ``sizes`` rows each, as views."""
+    logits = list(zip(*(z.split(sizes) for z in out.side_logits))) or [()] * len(sizes)
+    probs = list(zip(*(p.split(sizes) for p in out.side_probs))) or [()] * len(sizes)
+    return [VictimOutput(tuple(z), prob, tuple(p)) for z, prob, p in zip(logits, out.prob.split(sizes), probs)]
 
 
 def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn], mode: str) -> dict[str, LossFn]:
@@ -140,19 +143,25 @@ def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn], mode: str) -> 
 
 
 class _Replicas:
-    """State of the B·K replicas of one same-size batch (image-major: r = b·K + k)."""
+    """State of the B·K replicas of one same-size batch, loss-major (r = k·B + b): the replicas of
+    one loss are consecutive rows, in every chunk too (compaction keeps the order), so each loss
+    reads a block of rows of the victim's outputs (views, no gather or scatter)."""
 
     def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, config: AttackConfig,
                  track_best: bool = False) -> None:
         batch = images.shape[0]
         self.count = batch * n_losses
         device = images.device
-        self.x0 = images.detach().repeat_interleave(n_losses, 0)
-        self.reference = references  # (R, 1, H, W)
-        self.image_of = torch.arange(batch).repeat_interleave(n_losses)          # host
-        self.loss_of = torch.arange(n_losses).repeat(batch)                       # host
+        self.image_of = torch.arange(batch).repeat(n_losses)                      # host
+        self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
+        self.reference = references  # (R, 1, H, W), loss-major
+        # random starts are drawn image-major (b·K + k), as before the loss-major layout, so a seed
+        # gives every (image, loss) the same start as it always did
         generator = torch.Generator().manual_seed(config.seed)
-        self.x = random_start(self.x0, config.update, generator)
+        start = random_start(images.detach().repeat_interleave(n_losses, 0), config.update, generator)
+        image_major = (self.image_of * n_losses + self.loss_of).to(device)
+        self.x0 = images.detach().repeat(n_losses, 1, 1, 1)
+        self.x = start[image_major]
         self.rule_state = init_state(self.x0, config.update)
         self.direction = torch.full((self.count,), -1.0 if config.targeted else 1.0, device=device)
         records = config.criteria.records
@@ -192,7 +201,7 @@ def _attack_same_size(victim: Callable[[torch.Tensor], VictimOutput], images: to
         context = LossContext(step=position, total_steps=config.steps, targeted=config.targeted)
         for chunk in active.split(config.max_batch or active.numel()):
             _step_chunk(victim, state, _as_index(chunk, state.x.device), chunk, position, update, context, loss_fns,
-                        names, config, double, result)
+                        config, double, result)
         if not update:
             state.done[:] = True
         if config.fusion_only:
@@ -231,7 +240,7 @@ def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice
 
 def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, chunk: torch.Tensor | slice,
                 chunk_host: torch.Tensor, position: int, update: bool, context: LossContext,
-                loss_fns: dict[str, LossFn], names: list[str], config: AttackConfig, double: bool,
+                loss_fns: dict[str, LossFn], config: AttackConfig, double: bool,
                 result: AttackResult) -> None:
     """Evaluate, record and (where the rules allow) update the replicas of one chunk."""
     criteria = config.criteria
@@ -258,7 +267,7 @@ def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas
         result.forward_replicas += chunk_host.numel()
         state.forwards[chunk] += 1
         if update:
-            values = _loss_values(out, reference, chunk_host, state.loss_of, loss_fns, names, context)
+            values = replica_losses(out, reference, state.loss_of[chunk_host], loss_fns, context)
             (grad,) = torch.autograd.grad(values.sum(), x)
             result.backward_replicas += chunk_host.numel()
             state.backwards[chunk] += 1
@@ -267,15 +276,21 @@ def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas
     state.done[chunk] |= stop
 
 
-def _loss_values(out: VictimOutput, reference: torch.Tensor, chunk_host: torch.Tensor, loss_of: torch.Tensor,
-                 loss_fns: dict[str, LossFn], names: list[str], context: LossContext) -> torch.Tensor:
-    """(n,) each replica's own loss (differentiable), in chunk order."""
-    values = out.prob.new_zeros(chunk_host.numel())
-    for k, name in enumerate(names):
-        rows = (loss_of[chunk_host] == k).nonzero().squeeze(1).to(out.prob.device)
-        if rows.numel():
-            values = values.index_put((rows,), loss_fns[name](_rows(out, rows), reference[rows], context).to(values))
-    return values
+def replica_losses(out: VictimOutput, reference: torch.Tensor, loss_of: torch.Tensor, loss_fns: Mapping[str, LossFn],
+                   context: LossContext) -> torch.Tensor:
+    """Each replica's own loss (differentiable), in row order. (n,).
+
+    Args:
+        out: the victim's outputs on n replicas, (n, 1, H, W) maps.
+        reference: (n, 1, H, W) each replica's reference.
+        loss_of: (n,) host tensor, index of each replica's loss in ``loss_fns``, non-decreasing (the
+            engine's replicas are loss-major), so that loss k reads one block of consecutive rows.
+        loss_fns: ``{name: loss_fn}``.
+        context: the step's :class:`~medis.losses.LossContext`.
+    """
+    sizes = torch.bincount(loss_of, minlength=len(loss_fns)).tolist()
+    blocks = zip(loss_fns.values(), sizes, _split(out, sizes), reference.split(sizes))
+    return torch.cat([fn(part, ref, context).to(out.prob.dtype) for fn, size, part, ref in blocks if size])
 
 
 def _move(state: _Replicas, chunk: torch.Tensor | slice, x: torch.Tensor, grad: torch.Tensor, info: StepInfo,
@@ -388,8 +403,8 @@ def run_attack(victim: Callable[[torch.Tensor], VictimOutput], images: torch.Ten
                 stack.enter_context(frozen(network))
         for members in groups.values():
             batch = torch.stack([image_list[i] for i in members])
-            refs = torch.stack([torch.stack([per_loss[name][i] for name in loss_fns]) for i in members])
-            refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # image-major replicas
+            refs = torch.stack([torch.stack([per_loss[name][i] for i in members]) for name in loss_fns])
+            refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # loss-major replicas
             result.extend(_attack_same_size(victim, batch, refs, loss_fns, config, [ids[i] for i in members], dataset,
                                             transfer_to))
     position = {image_id: i for i, image_id in enumerate(ids)}

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping, Sequence
 import torch
 from torch import nn
 
-from medis.attacks.engine import frozen
+from medis.attacks.engine import frozen, replica_losses
 from medis.errors import ConfigError, MedisError
 from medis.losses import LossContext
 from medis.models.frontend import VictimOutput
@@ -312,27 +312,19 @@ def attack_step_probe(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_sh
     """One engine step at replica batch n, as a function of n (raises ``torch.OutOfMemoryError``).
 
     The step is the engine's chunk: a forward of n random (n, C, H, W) images with input gradient
-    enabled, replica r scored by loss r mod K on its own rows against a random (n, 1, H, W) mask
-    (K = number of losses, as in the engine's image-major replicas), one backward to the input.
+    enabled, the K losses on consecutive blocks of about n/K rows each (the engine's loss-major
+    replicas) against a random (n, 1, H, W) mask, one backward to the input.
     Call it with the network frozen (:func:`medis.attacks.engine.frozen`), as the engine does.
     """
-    names = list(loss_fns)
     device = torch.device(device)
 
     def step(n: int) -> None:
         generator = torch.Generator().manual_seed(n)
         x = torch.rand(n, *image_shape, generator=generator).to(device).requires_grad_(True)
         reference = (torch.rand(n, 1, *image_shape[1:], generator=generator) > 0.5).float().to(device)
-        out = victim(x)
-        loss_of = torch.arange(n, device=device) % len(names)
-        losses = []
-        for k, name in enumerate(names):
-            rows = (loss_of == k).nonzero().squeeze(1)
-            if rows.numel():
-                part = VictimOutput(tuple(z[rows] for z in out.side_logits), out.prob[rows],
-                                    tuple(p[rows] for p in out.side_probs))
-                losses.append(loss_fns[name](part, reference[rows], LossContext()).sum())
-        torch.autograd.grad(torch.stack(losses).sum(), x)
+        loss_of = torch.arange(n) * len(loss_fns) // n
+        losses = replica_losses(victim(x), reference, loss_of, loss_fns, LossContext())
+        torch.autograd.grad(losses.sum(), x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
