@@ -2,8 +2,8 @@
 
 Every function takes the fused probability map ``prob`` P (B, 1, H, W) in [0, 1] and the
 reference mask ``mask`` M (B, 1, H, W) in {0, 1}, and returns a (B,) tensor. The per-pixel
-binary cross-entropy is PyTorch's, whose logs are clamped at -100 and whose backward pass divides
-by ``max(P(1-P), 1e-12)``: finite values and gradients even for P exactly 0 or 1.
+binary cross-entropy is PyTorch's formula, whose logs are clamped at -100 and whose backward pass
+divides by ``max(P(1-P), 1e-12)``: finite values and gradients even for P exactly 0 or 1.
 """
 
 from __future__ import annotations
@@ -12,11 +12,41 @@ import torch
 import torch.nn.functional as F
 
 
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """``F.binary_cross_entropy(P, M, reduction="none")`` from vectorised tensor ops.
+
+    PyTorch's CPU kernel evaluates one scalar ``log`` per pixel (about 10x slower than a vectorised
+    ``torch.log`` over the map); this is the same formula, forward
+    ``(M - 1)·max(log1p(-P), -100) - M·max(log P, -100)`` and backward
+    ``(P - M) / max(P(1 - P), 1e-12)`` for P (and ``-logit(P)`` for M), equal to PyTorch's up to
+    the last bit of a log. Unlike PyTorch it does not check that P is
+    in [0, 1]: the callers pass probabilities.
+    """
+
+    @staticmethod
+    def forward(ctx, prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        log_p = torch.log(prob).clamp_min_(-100.0)
+        log_q = torch.log1p(-prob).clamp_min_(-100.0)
+        ctx.save_for_backward(prob, mask)
+        return (mask - 1.0) * log_q - mask * log_p
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        prob, mask = ctx.saved_tensors
+        grad_prob = grad_mask = None
+        if ctx.needs_input_grad[0]:
+            grad_prob = grad * (prob - mask) / ((1.0 - prob) * prob).clamp_min(1e-12)
+        if ctx.needs_input_grad[1]:
+            grad_mask = -grad * torch.logit(prob)
+        return grad_prob, grad_mask
+
+
 def bce_map(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-pixel binary cross-entropy -[M log P + (1-M) log(1-P)], logs clamped at -100.
 
     For a binary M this is -log p_t with p_t = P where M = 1 else 1 - P. Computed in at least
-    float32 and outside autocast (PyTorch refuses BCE on probabilities under autocast).
+    float32 and outside autocast, as PyTorch's ``binary_cross_entropy`` (same values and gradient,
+    see :class:`_BinaryCrossEntropy`).
 
     Args:
         prob: (B, 1, H, W) probabilities P in [0, 1].
@@ -27,7 +57,7 @@ def bce_map(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     dtype = torch.promote_types(prob.dtype, torch.float32)
     with torch.autocast(device_type=prob.device.type, enabled=False):
-        return F.binary_cross_entropy(prob.to(dtype), mask.to(dtype), reduction="none")
+        return _BinaryCrossEntropy.apply(prob.to(dtype), mask.to(dtype))
 
 
 def bce_loss(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
