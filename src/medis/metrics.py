@@ -59,10 +59,11 @@ def two_class_miou(pred: torch.Tensor, target: torch.Tensor, dtype: torch.dtype 
         (B,) in ``dtype``.
     """
     p, t = _flat(pred), _flat(target)
-    fg_inter = (p & t).sum(1).to(dtype)
-    fg_union = (p | t).sum(1).to(dtype)
-    bg_inter = (~p & ~t).sum(1).to(dtype)
-    bg_union = (~p | ~t).sum(1).to(dtype)
+    inter = (p & t).sum(1)
+    union = p.sum(1) + t.sum(1) - inter
+    pixels = p.shape[1]  # background counts by complement: |~p & ~t| = N - |p | t|, |~p | ~t| = N - |p & t|
+    fg_inter, fg_union = inter.to(dtype), union.to(dtype)
+    bg_inter, bg_union = (pixels - union).to(dtype), (pixels - inter).to(dtype)
     fg = fg_inter / fg_union.clamp_min(1)
     bg = bg_inter / bg_union.clamp_min(1)
     present = (fg_union > 0).float() + (bg_union > 0).float()
