@@ -8,8 +8,9 @@ a time (batch of 1), reads the prediction back to the CPU to score it with NumPy
 calls ``loss.backward()`` with the weights NOT frozen (so parameter gradients are computed too), as
 the notebooks do. The engine's floor is the number of replica forward/backward passes it ran times
 the forward and forward+backward time per replica measured at the engine's batch size (the last
-record of each replica needs no backward pass); the issue's looser floor, every replica-step times
-the forward+backward time, is printed too.
+record of each replica needs no backward pass), each timed over as many consecutive passes as the
+engine runs; the issue's looser floor, every replica-step times the forward+backward time, is
+printed too.
 
 As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_allocator`); run with
 ``MEDIS_CPU_ALLOCATOR=default`` to measure without it (the JSON's ``allocator`` says which).
@@ -75,8 +76,13 @@ def notebook_loop(victim: Victim, images: torch.Tensor, masks: torch.Tensor, ste
     return passes
 
 
-def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3) -> tuple[float, float]:
-    """(forward, forward+backward) seconds per replica at this batch size, weights frozen."""
+def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3, block: int = 1) -> tuple[float, float]:
+    """(forward, forward+backward) seconds per replica at this batch size, weights frozen.
+
+    Each measurement times ``block`` consecutive passes as one (as the engine runs its steps back to
+    back, so that the floor pays the same pass-to-pass jitter); the best of ``repeats`` blocks is
+    divided by ``block`` and the batch size.
+    """
     def forward_only() -> None:
         x = batch.clone().requires_grad_(True)
         victim(x).prob.sum()
@@ -92,9 +98,10 @@ def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3) -> tuple[f
             best = float("inf")
             for _ in range(repeats):
                 start = time.perf_counter()
-                fn()
+                for _ in range(block):
+                    fn()
                 best = min(best, time.perf_counter() - start)
-            timings.append(best / batch.shape[0])
+            timings.append(best / (block * batch.shape[0]))
     return timings[0], timings[1]
 
 
@@ -130,7 +137,7 @@ def main() -> None:
         start = time.perf_counter()
         result = run_attack(victim, images, masks, list(PAPER_LOSSES), config)
         engine_s = min(engine_s, time.perf_counter() - start)
-        forward, forward_backward = pass_times(victim, replica_batch, repeats=2)
+        forward, forward_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps)
         t_forward, t_forward_backward = min(t_forward, forward), min(t_forward_backward, forward_backward)
     notebook_loop(victim, images[:1], masks[:1], 2)  # warm-up
     start = time.perf_counter()

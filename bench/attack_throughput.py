@@ -12,7 +12,8 @@ image, one loss, batch 1, NumPy scoring, weights not frozen) on the same victim 
 
 Per batch size: replica-steps/s, images/s, speed-up in images/s over the notebook loop, and engine
 time over its floor, floor = replica-steps x the forward+backward time per replica measured at that
-batch size (``pass_times``; a last, smaller chunk is timed at its own size). The paper-mode engine
+batch size (``pass_times``, over as many consecutive passes as the attack has steps; a last,
+smaller chunk is timed at its own size). The paper-mode engine
 skips the backward pass at the last record, so this floor is a little loose and the ratio may dip
 below 1; the tight floor (forward-only time for those passes) is printed too.
 
@@ -177,7 +178,7 @@ def main() -> None:
                 for c in sorted(set(chunk_sizes[b]) - timed):  # each size once a round, right after its engine run
                     timed.add(c)
                     batch = images[:1].expand(c, -1, -1, -1).contiguous()
-                    forward, forward_backward = pass_times(victim, batch, repeats=2)
+                    forward, forward_backward = pass_times(victim, batch, repeats=1, block=args.steps)
                     forward_s[c] = min(forward_s[c], forward)
                     forward_backward_s[c] = min(forward_backward_s[c], forward_backward)
 

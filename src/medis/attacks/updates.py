@@ -141,7 +141,7 @@ def step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch
     elif config.rule == "l2":
         moved = x + alpha * d * grad / _per_sample_norm(grad, 2)
     elif config.rule in ("sign", "pgd"):
-        moved = x + alpha * torch.sign(d * grad)
+        moved = torch.sign(grad).mul_(alpha * torch.sign(d)).add_(x)  # = x + α·sign(d·g), without two passes
     else:
         raise ConfigError(f"update rule {config.rule!r} needs its state: use advance()")
     return project(moved, x0, config), momentum
