@@ -1,6 +1,6 @@
 """Benchmark: the batched engine against the MedIS notebooks' loop, and against its own floor.
 
-    .venv/bin/python bench/attack_engine.py [--model pranet_lite|pranet] [--images 4] [--size 192]
+    .venv/bin/python bench/attack_engine.py [--model pranet_lite|pranet] [--images 4] [--size 192] [--threads 1]
 
 Same victim, images and the six paper losses, paper mode, 10 steps, thresholds that never trigger
 (equal work: no early success or stop). The notebook-style loop attacks one image with one loss at
@@ -9,8 +9,10 @@ calls ``loss.backward()`` with the weights NOT frozen (so parameter gradients ar
 the notebooks do. The engine's floor is the number of replica forward/backward passes it ran times
 the forward and forward+backward time per replica measured at the engine's batch size (the last
 record of each replica needs no backward pass), each timed over as many consecutive passes as the
-engine runs; the issue's looser floor, every replica-step times the forward+backward time, is
-printed too.
+engine runs. The floor's backward pass carries the six losses' own gradients w.r.t. the victim's
+outputs (taken once, at the first step), since on a CPU its cost depends on the values (denormal
+floats); the floor with the gradient of ``prob.sum()`` instead, and the issue's looser floor (every
+replica-step times the forward+backward time), are printed too.
 
 As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_allocator`); run with
 ``MEDIS_CPU_ALLOCATOR=default`` to measure without it (the JSON's ``allocator`` says which).
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medis.attacks.engine import AttackConfig, frozen, run_attack
+from medis.attacks.engine import AttackConfig, frozen, replica_losses, run_attack
 from medis.cpu_allocator import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES, LossContext, build_loss
@@ -76,9 +78,36 @@ def notebook_loop(victim: Victim, images: torch.Tensor, masks: torch.Tensor, ste
     return passes
 
 
-def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3, block: int = 1) -> tuple[float, float]:
+def output_gradients(victim: Victim, batch: torch.Tensor, reference: torch.Tensor, steps: int
+                     ) -> dict[int, torch.Tensor]:
+    """The six losses' gradients w.r.t. the victim's outputs on the engine's first step.
+
+    ``batch`` and ``reference`` are loss-major replicas (as in the engine: loss k owns rows
+    k·B .. k·B + B - 1). Returns ``{i: dL/d outputs[i]}`` over ``(prob, *side_probs, *side_logits)``,
+    for the outputs the losses read.
+    """
+    loss_fns = {name: build_loss(name, "paper") for name in PAPER_LOSSES}
+    loss_of = torch.arange(batch.shape[0]) * len(loss_fns) // batch.shape[0]
+    with frozen(victim.model):
+        out = victim(batch.clone().requires_grad_(True))
+        outputs = _outputs(out)
+        losses = replica_losses(out, reference, loss_of, loss_fns, LossContext(step=0, total_steps=steps))
+        grads = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+    return {i: g.detach() for i, g in enumerate(grads) if g is not None}
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    return [out.prob, *out.side_probs, *out.side_logits]
+
+
+def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3, block: int = 1,
+               grads: dict[int, torch.Tensor] | None = None) -> tuple[float, float]:
     """(forward, forward+backward) seconds per replica at this batch size, weights frozen.
 
+    The backward pass starts from ``grads`` (:func:`output_gradients`: the values the engine's
+    backward really carries) or, without them, from the gradient of ``prob.sum()``. The values
+    matter on a CPU: tiny loss gradients become denormal floats deep in the backward pass, and
+    denormal arithmetic is many times slower (for PraNet at 352 px about 8% of a backward pass).
     Each measurement times ``block`` consecutive passes as one (as the engine runs its steps back to
     back, so that the floor pays the same pass-to-pass jitter); the best of ``repeats`` blocks is
     divided by ``block`` and the batch size.
@@ -89,7 +118,12 @@ def pass_times(victim: Victim, batch: torch.Tensor, repeats: int = 3, block: int
 
     def forward_backward() -> None:
         x = batch.clone().requires_grad_(True)
-        torch.autograd.grad(victim(x).prob.sum(), x)
+        out = victim(x)
+        if grads is None:
+            torch.autograd.grad(out.prob.sum(), x)
+        else:
+            outputs = _outputs(out)
+            torch.autograd.grad([outputs[i] for i in grads], x, grad_outputs=list(grads.values()))
 
     with frozen(victim.model):
         timings = []
@@ -113,7 +147,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--max-batch", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating engine runs and floor measurements; the best of each is kept")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: two threads oversubscribe this shared 2-core VM)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     allocator = "tuned" if tune_cpu_allocator() else "default"
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -128,24 +167,31 @@ def main() -> None:
 
     replicas = images.shape[0] * len(PAPER_LOSSES)
     batch = min(args.max_batch or replicas, replicas)
-    replica_batch = images[:1].expand(batch, -1, -1, -1).contiguous()
+    replica_batch = images.repeat(len(PAPER_LOSSES), 1, 1, 1)[:batch]  # loss-major, as in the engine
+    grads = output_gradients(victim, replica_batch, masks.repeat(len(PAPER_LOSSES), 1, 1, 1)[:batch], args.steps)
     # warm-up at the full replica batch (first use of memory is slow on fresh VMs); then engine runs
     # and floor measurements alternate, so that drifts of this shared machine's speed hit both
     run_attack(victim, images, masks, list(PAPER_LOSSES), AttackConfig(mode="paper", steps=2, **NEVER))
-    engine_s, t_forward, t_forward_backward = float("inf"), float("inf"), float("inf")
-    for _ in range(3):
+    engine_s = float("inf")
+    t_forward, t_forward_backward, t_sum_backward = float("inf"), float("inf"), float("inf")
+    for _ in range(args.rounds):
         start = time.perf_counter()
         result = run_attack(victim, images, masks, list(PAPER_LOSSES), config)
         engine_s = min(engine_s, time.perf_counter() - start)
-        forward, forward_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps)
+        forward, forward_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps, grads=grads)
+        _, sum_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps)
         t_forward, t_forward_backward = min(t_forward, forward), min(t_forward_backward, forward_backward)
+        t_sum_backward = min(t_sum_backward, sum_backward)
     notebook_loop(victim, images[:1], masks[:1], 2)  # warm-up
     start = time.perf_counter()
     notebook_passes = notebook_loop(victim, images, masks, args.steps)
     notebook_s = time.perf_counter() - start
 
-    floor_s = (result.backward_replicas * t_forward_backward
-               + (result.forward_replicas - result.backward_replicas) * t_forward)
+    def floor(forward_backward: float) -> float:
+        return (result.backward_replicas * forward_backward
+                + (result.forward_replicas - result.backward_replicas) * t_forward)
+
+    floor_s = floor(t_forward_backward)
     rows = {
         "notebook loop: s per image": notebook_s / args.images,
         "engine: s per image": engine_s / args.images,
@@ -153,6 +199,7 @@ def main() -> None:
         "engine floor: s per image": floor_s / args.images,
         "engine / floor": engine_s / floor_s,
         "engine / (replica-steps x f+b)": engine_s / (result.forward_replicas * t_forward_backward),
+        "engine / floor, backward of sum(P)": engine_s / floor(t_sum_backward),
     }
     print(f"{args.model} at {net_size}px, {args.images} images {args.size}x{width}, 6 paper losses x {args.steps} "
           f"steps, {device}, replica batch {batch}, {allocator} allocator")
@@ -162,10 +209,11 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "model": args.model, "network_size": net_size, "images": args.images, "image_size": [args.size, width],
-        "steps": args.steps, "device": str(device), "replica_batch": batch, "threads": torch.get_num_threads(), "allocator": allocator,
+        "steps": args.steps, "rounds": args.rounds, "device": str(device), "replica_batch": batch, "threads": torch.get_num_threads(), "allocator": allocator,
         "machine": platform.machine(), "engine_forward_replicas": result.forward_replicas,
         "engine_backward_replicas": result.backward_replicas, "notebook_forward_passes": notebook_passes,
         "forward_s_per_replica": t_forward, "forward_backward_s_per_replica": t_forward_backward,
+        "forward_backward_of_sum_s_per_replica": t_sum_backward,
         **{k.replace(" ", "_").replace(":", "").replace("/", "over"): v for k, v in rows.items()}}, indent=1))
     print(f"wrote {out}")
 

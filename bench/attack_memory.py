@@ -23,6 +23,9 @@ up although nothing live grows. The RSS after one ``malloc_trim(0)`` at the end 
 was such free memory; ``--trim`` calls ``malloc_trim(0)`` before every sample, so that the curve
 follows live memory only (an intervention: the default measures the untouched process).
 
+The allocator is tuned first, as ``attack.py`` tunes it (:mod:`medis.cpu_allocator`: freed large
+blocks stay in the heap for reuse); ``MEDIS_CPU_ALLOCATOR=default`` measures glibc's defaults.
+
 Goal: growth over the second half (slope x its batches) < 5% of the RSS at 10% (PASS/FAIL).
 
 Prints a table and writes bench/results/attack_memory.json (``--trim``: attack_memory_trim.json).
@@ -45,6 +48,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from medis.cpu_allocator import tune_cpu_allocator
 from medis.data.datamodule import SegmentationDataModule
 from medis.data.synthetic import generate
 from medis.lightning.attack_module import AttackModule
@@ -131,6 +135,7 @@ def main() -> None:
                              "memory glibc keeps in its heap (default: the plain RSS, no intervention)")
     args = parser.parse_args()
     losses = args.losses.split(",")
+    allocator = "tuned" if tune_cpu_allocator() else "default"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -184,7 +189,7 @@ def main() -> None:
     print(f"AttackModule + Trainer.test: {attacked} synthetic ISIC images (~{args.size}px high, {total} generated in "
           f"{generation_s:.1f} s), pranet_lite at {args.size // 32 * 32}px, losses {','.join(losses)}, "
           f"{args.steps} steps, untargeted, batch {args.batch}: {count} batches in {attack_s:.1f} s, "
-          f"{torch.get_num_threads()} thread(s); RSS sampled after every batch"
+          f"{torch.get_num_threads()} thread(s), {allocator} allocator; RSS sampled after every batch"
           f"{', after malloc_trim(0)' if args.trim else ''}")
     rows = [
         ("RSS at start of the script", rss_start, "MB"),
@@ -214,7 +219,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "n": attacked, "generated": total, "size": args.size, "batch": args.batch, "losses": losses,
-        "steps": args.steps, "batches": count, "device": "cpu", "threads": torch.get_num_threads(),
+        "steps": args.steps, "batches": count, "device": "cpu", "threads": torch.get_num_threads(), "allocator": allocator,
         "machine": platform.machine(), "torch": torch.__version__, "lightning": pl.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "generation_s": generation_s, "attack_s": attack_s,
