@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis import fusion
-from medis.attacks.engine import AttackConfig, run_attack
-from medis.attacks.updates import UpdateConfig
+from medis.attacks.engine import AttackConfig, replica_losses, run_attack
+from medis.attacks.updates import UpdateConfig, random_start
 from medis.errors import ConfigError
+from medis.losses import LossContext
 from medis.models.frontend import Victim
 from medis.models.pranet import pranet_lite
 
@@ -202,3 +203,32 @@ def test_paper_mode_needs_paper_fusion() -> None:
     image, gt = staircase()
     with pytest.raises(ConfigError, match="model.fusion=paper"):
         run_attack(toy_victim("clean"), image, gt, {"bce": bce}, AttackConfig(mode="paper"))
+
+
+def test_random_starts_are_drawn_per_image_and_loss_in_image_major_order() -> None:
+    """Replicas are loss-major inside the engine, but a seed still gives (image b, loss k) the
+    (b·K + k)-th draw, as before the layout changed: the paper-mode record 0 (before any update)
+    of a replica that succeeds at once keeps its random start as the chosen image."""
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, SIZE, SIZE)
+    gt = torch.zeros(3, 1, SIZE, SIZE)
+    update = UpdateConfig("pgd", eps=8 / 255, random_start=True)
+    config = AttackConfig(mode="paper", steps=2, update=update, success_threshold=2.0, keep_images=True, seed=7)
+    losses = {"a": bce, "b": bce}
+    result = run_attack(toy_victim("paper"), images, gt, losses, config, ids=["x", "y", "z"])
+    draws = random_start(images.repeat_interleave(2, 0), update, torch.Generator().manual_seed(7))
+    for b, image_id in enumerate(("x", "y", "z")):
+        for k, name in enumerate(losses):
+            assert torch.equal(result.adversarial[(image_id, name)], draws[b * 2 + k])
+    assert all(r["success"] and r["steps"] == 1 for r in result.records)
+
+
+def test_replica_losses_need_loss_major_rows() -> None:
+    victim = toy_victim()
+    out = victim(torch.rand(4, 3, SIZE, SIZE))
+    reference = torch.zeros(4, 1, SIZE, SIZE)
+    losses = {"a": bce, "b": lambda o, r, c: 10 + bce(o, r, c)}
+    values = replica_losses(out, reference, torch.tensor([0, 0, 1, 1]), losses, LossContext())
+    assert (values[:2] < 10).all() and (values[2:] > 10).all()
+    with pytest.raises(ValueError, match="non-decreasing"):
+        replica_losses(out, reference, torch.tensor([0, 1, 0, 1]), losses, LossContext())

@@ -287,7 +287,12 @@ def replica_losses(out: VictimOutput, reference: torch.Tensor, loss_of: torch.Te
             engine's replicas are loss-major), so that loss k reads one block of consecutive rows.
         loss_fns: ``{name: loss_fn}``.
         context: the step's :class:`~medis.losses.LossContext`.
+
+    Raises:
+        ValueError: ``loss_of`` decreases somewhere.
     """
+    if loss_of.numel() > 1 and bool((loss_of[1:] < loss_of[:-1]).any()):
+        raise ValueError(f"replica_losses needs loss-major rows (non-decreasing loss_of), got {loss_of.tolist()}")
     sizes = torch.bincount(loss_of, minlength=len(loss_fns)).tolist()
     blocks = zip(loss_fns.values(), sizes, _split(out, sizes), reference.split(sizes))
     return torch.cat([fn(part, ref, context).to(out.prob.dtype) for fn, size, part, ref in blocks if size])

@@ -9,7 +9,6 @@ divides by ``max(P(1-P), 1e-12)``: finite values and gradients even for P exactl
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 class _BinaryCrossEntropy(torch.autograd.Function):
