@@ -58,6 +58,7 @@ import attack_engine
 from attack_engine import NEVER, notebook_loop, pass_times
 from medis.attacks.engine import AttackConfig, run_attack
 from medis.attacks.fastpath import PRECISIONS, fast_victim
+from medis.cpu_allocator import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES
 from medis.models.frontend import Victim
@@ -122,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     options = {"channels_last": args.channels_last, "compile": args.compile, "compile_mode": args.compile_mode,
                "precision": args.precision}
+    allocator = "tuned" if tune_cpu_allocator() else "default"  # as attack.py does
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
@@ -235,7 +237,7 @@ def main() -> None:
         "model": args.model, "network_size": net_size, "images": n_images, "image_size": [size, width],
         "losses": losses, "steps": args.steps, "replicas": replicas, "device": str(device), "fast_path": options,
         "device_name": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "allocator": allocator, "machine": platform.machine(), "torch": torch.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "rounds": rounds,
         "notebook": {"images": nb_images, "seconds": notebook_s, "forward_passes": notebook_passes,
                      "replica_steps_per_s": notebook_rate, "images_per_s": notebook_images_s},
