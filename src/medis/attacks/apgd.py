@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from medis.attacks.updates import StepInfo, UpdateConfig, project
+from medis.attacks.updates import StepInfo, UpdateConfig, per_sample, project
 
 FIRST_CHECKPOINT = 0.22
 MIN_GAP = 0.06
@@ -66,10 +66,6 @@ def apgd_state(x0: torch.Tensor, config: UpdateConfig) -> dict[str, torch.Tensor
     }
 
 
-def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _checkpoint(state: dict[str, torch.Tensor], x: torch.Tensor, grad: torch.Tensor, span: int,
                 rho: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Halve η and restart from the best point where conditions (1) or (2) of the module docstring hold."""
@@ -78,8 +74,8 @@ def _checkpoint(state: dict[str, torch.Tensor], x: torch.Tensor, grad: torch.Ten
     halve = oscillating | stalled
     state = dict(state)
     state["eta"] = torch.where(halve, state["eta"] / 2, state["eta"])
-    x = torch.where(_rows(halve, x), state["x_best"], x)
-    grad = torch.where(_rows(halve, grad), state["g_best"], grad)
+    x = torch.where(per_sample(halve, x), state["x_best"], x)
+    grad = torch.where(per_sample(halve, grad), state["g_best"], grad)
     state["halved_last"] = halve.to(state["eta"].dtype)
     state["f_best_checkpoint"] = state["f_best"].clone()
     state["increases"] = torch.zeros_like(state["increases"])
@@ -106,8 +102,8 @@ def apgd_step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: 
     state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (
         info.position > 0)
     better = objective > state["f_best"]
-    state["x_best"] = torch.where(_rows(better, x), x, state["x_best"])
-    state["g_best"] = torch.where(_rows(better, grad), grad, state["g_best"])
+    state["x_best"] = torch.where(per_sample(better, x), x, state["x_best"])
+    state["g_best"] = torch.where(per_sample(better, grad), grad, state["g_best"])
     state["f_best"] = torch.where(better, objective, state["f_best"])
     state["f_prev"] = objective
     if info.position == 0:
@@ -116,8 +112,8 @@ def apgd_step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: 
     if info.position in marks:
         previous = max([0] + [w for w in marks if w < info.position])
         x, grad, state = _checkpoint(state, x, grad, info.position - previous, config.apgd_rho)
-    eta = _rows(state["eta"], x).to(x.dtype)
-    d = _rows(direction, x).to(grad.dtype)
+    eta = per_sample(state["eta"], x).to(x.dtype)
+    d = per_sample(direction, x).to(grad.dtype)
     z = project(x + eta * torch.sign(d * grad), x0, config)
     alpha = 1.0 if info.position == 0 else config.apgd_alpha
     moved = project(x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"]), x0, config)

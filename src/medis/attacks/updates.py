@@ -91,8 +91,13 @@ class UpdateConfig:
         return self.step_size
 
 
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per replica, broadcastable against ``like``: (R,) -> (R, 1, ..., 1) with ``like.dim()`` dims."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def _per_sample_norm(t: torch.Tensor, p: float) -> torch.Tensor:
-    return t.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+    return per_sample(t.flatten(1).norm(p=p, dim=1).clamp_min(1e-12), t)
 
 
 def project(x: torch.Tensor, x0: torch.Tensor, config: UpdateConfig) -> torch.Tensor:
@@ -133,7 +138,7 @@ def step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch
     Returns:
         (new images (R, C, H, W) in [0, 1] within the budget, new momentum buffer or ``None``).
     """
-    d = _per_sample(direction, x).to(grad.dtype)
+    d = per_sample(direction, x).to(grad.dtype)
     alpha = config.alpha
     if config.rule == "mifgsm":
         momentum = config.momentum * momentum + grad / _per_sample_norm(grad, 1)
@@ -145,11 +150,6 @@ def step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch
     else:
         raise ConfigError(f"update rule {config.rule!r} needs its state: use advance()")
     return project(moved, x0, config), momentum
-
-
-def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(R,) -> (R, 1, 1, 1) broadcastable against ``like``."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def dag_step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: t
              config: UpdateConfig) -> torch.Tensor:
     """DAG's step ``x + γ·d·g/‖g‖∞`` (a replica with zero gradient stays). (R, C, H, W) -> same."""
     scale = grad.flatten(1).abs().amax(1).clamp_min(1e-12)
-    return project(x + config.alpha * _per_sample(direction, x) * grad / _per_sample(scale, x), x0, config)
+    return project(x + config.alpha * per_sample(direction, x) * grad / per_sample(scale, x), x0, config)
 
 
 def asma_multiplier(score: torch.Tensor, direction: torch.Tensor, config: UpdateConfig) -> torch.Tensor:
@@ -196,8 +196,8 @@ def asma_multiplier(score: torch.Tensor, direction: torch.Tensor, config: Update
 def asma_step(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor,
               config: UpdateConfig, score: torch.Tensor) -> torch.Tensor:
     """ASMA's step ``x + τ_t·(d·g − 2λ(x − x0))``. (R, C, H, W) -> same."""
-    multiplier = _per_sample(asma_multiplier(score, direction, config), x).to(x.dtype)
-    ascent = _per_sample(direction, x).to(grad.dtype) * grad - 2.0 * config.asma_l2 * (x - x0)
+    multiplier = per_sample(asma_multiplier(score, direction, config), x).to(x.dtype)
+    ascent = per_sample(direction, x).to(grad.dtype) * grad - 2.0 * config.asma_l2 * (x - x0)
     return project(x + multiplier * ascent, x0, config)
 
 
