@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from medis.attacks.criteria import Criteria
-from medis.attacks.updates import StepInfo, UpdateConfig, advance, init_state, random_start
+from medis.attacks.updates import StepInfo, UpdateConfig, advance, init_state, per_sample, random_start
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss
 from medis.metrics import perturbation_norms, ssim_psnr, target_score
@@ -222,11 +222,16 @@ def _transfer(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas, 
     scores = []
     with torch.no_grad():
         for rows in torch.arange(state.count).split(config.max_batch or state.count):
-            out = victim(state.best[rows])
-            scores.append(target_score(out.prob > 0.5, state.reference[rows], config.mode))
-    raw = torch.cat(scores)
-    score = raw * 2.0 if double else raw
+            scores.append(_scores(victim(state.best[rows]).prob, state.reference[rows], config.mode, double))
+    raw, score = (torch.cat(parts) for parts in zip(*scores))
     return raw, config.criteria.succeeds(score)
+
+
+def _scores(prob: torch.Tensor, reference: torch.Tensor, mode: str, double: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(recorded score, score the success rule reads) of (R, 1, H, W) probabilities, each (R,): the
+    paper's ×2 correction for uniform targets (``double``) applies to the second only."""
+    raw = target_score(prob.detach() > 0.5, reference, mode)
+    return raw, raw * 2.0 if double else raw
 
 
 def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice:
@@ -249,8 +254,7 @@ def _step_chunk(victim: Callable[[torch.Tensor], VictimOutput], state: _Replicas
     with torch.set_grad_enabled(update):
         out = victim(x)
         reference = state.reference[chunk]
-        raw = target_score(out.prob.detach() > 0.5, reference, config.mode)
-        score = raw * 2.0 if double else raw
+        raw, score = _scores(out.prob, reference, config.mode, double)
         state.trajectory[chunk, position] = torch.where(live, raw, state.trajectory[chunk, position])
         state.last_score[chunk] = torch.where(live, score, state.last_score[chunk])
         unsolved = live & (state.success_at[chunk] < 0)
@@ -305,8 +309,8 @@ def _move(state: _Replicas, chunk: torch.Tensor | slice, x: torch.Tensor, grad: 
     moved, rule_state = advance(x, grad, state.x0[chunk], state.direction[chunk], config.update, rule_state, info)
     state.x[chunk] = torch.where(moving.view(-1, 1, 1, 1), moved, x)
     for key, value in rule_state.items():
-        mask = moving.view(-1, *([1] * (value.dim() - 1)))
-        state.rule_state[key][chunk] = torch.where(mask, value.to(state.rule_state[key]), state.rule_state[key][chunk])
+        state.rule_state[key][chunk] = torch.where(per_sample(moving, value), value.to(state.rule_state[key]),
+                                                   state.rule_state[key][chunk])
 
 
 def _write_records(state: _Replicas, names: list[str], config: AttackConfig, ids: Sequence[str], dataset: str,
