@@ -1,0 +1,57 @@
+"""The records of fixed runs (tests/attacks/golden.py) are those pinned in golden_records.json:
+every column of every record, trajectories included. The file was written before the attack core
+was reorganised into composable parts; a change that alters any record fails here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import golden
+
+PINNED: dict[str, list[dict]] = json.loads(golden.GOLDEN_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def engine_runs() -> dict:
+    with golden.one_thread():
+        return golden.engine_runs()
+
+
+def same(got: Any, want: Any) -> bool:
+    """Equal, floats to 1e-9 relative (float64 runs; only summation order may differ across machines)."""
+    if isinstance(want, float) and isinstance(got, float):
+        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(got) == len(want) and all(same(g, w) for g, w in zip(got, want))
+    return type(got) is type(want) and got == want
+
+
+def assert_records(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for index, (record, pinned) in enumerate(zip(got, want)):
+        assert set(record) == set(pinned), f"record {index}: columns differ"
+        diff = {key: (record[key], pinned[key]) for key in pinned if not same(record[key], pinned[key])}
+        assert not diff, f"record {index} ({pinned['image_id']}, {pinned['target']}, {pinned['loss']}): {diff}"
+
+
+def test_every_run_is_pinned() -> None:
+    assert set(PINNED) == set(golden.engine_run_names()) | set(golden.MODULE_RUNS)
+
+
+@pytest.mark.parametrize("name", golden.engine_run_names())
+def test_engine_records_are_the_pinned_ones(engine_runs: dict, name: str) -> None:
+    with golden.one_thread():
+        assert_records(golden.as_json(engine_runs[name]()), PINNED[name])
+
+
+@pytest.mark.parametrize("name", sorted(golden.MODULE_RUNS))
+def test_attack_module_records_are_the_pinned_ones(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    data = tmp_path_factory.getbasetemp() / "golden_data"
+    with golden.one_thread():
+        records = golden.module_records(golden.MODULE_RUNS[name], data, tmp_path_factory.mktemp(name))
+    assert_records(golden.as_json(records), PINNED[name])
