@@ -6,7 +6,7 @@ Configs: conf/train.yaml; the work happens in medis.lightning.training.run_train
 import hydra
 from omegaconf import DictConfig
 
-from medis.cpu_allocator import tune_cpu_allocator
+from medis.cpu_memory import tune_cpu_allocator
 from medis.errors import exit_on_user_error
 from medis.lightning.training import run_training
 

@@ -11,10 +11,10 @@ the forward and forward+backward time per replica measured at the engine's batch
 record of each replica needs no backward pass), each timed over as many consecutive passes as the
 engine runs. The floor's backward pass carries the six losses' own gradients w.r.t. the victim's
 outputs (taken once, at the first step), since on a CPU its cost depends on the values (denormal
-floats); the floor with the gradient of ``prob.sum()`` instead, and the issue's looser floor (every
+floats); the floor with the gradient of ``prob.sum()`` instead, and the looser replica floor (every
 replica-step times the forward+backward time), are printed too.
 
-As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_allocator`); run with
+As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_memory`); run with
 ``MEDIS_CPU_ALLOCATOR=default`` to measure without it (the JSON's ``allocator`` says which).
 
 Prints a table and writes bench/results/attack_engine_<model>.json.
@@ -31,14 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medis.attacks.engine import AttackConfig, frozen, replica_losses, run_attack
-from medis.cpu_allocator import tune_cpu_allocator
+from medis.attacks import Attack, EngineOptions, run_attack
+from medis.attacks.replicas import replica_losses
+from medis.models.frontend import frozen
+from medis.cpu_memory import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES, LossContext, build_loss
 from medis.models.frontend import Victim
 from medis.models.pranet import PraNet, pranet_lite
 
-NEVER = {"success_threshold": -1.0, "stop_threshold": -1.0}  # untargeted scores are never <= -1
+NEVER = {"stop": "never"}  # every replica runs all its steps (equal work for the engine and the loop)
 
 
 def numpy_miou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -69,7 +71,7 @@ def notebook_loop(victim: Victim, images: torch.Tensor, masks: torch.Tensor, ste
                 score = numpy_miou((out.prob.detach().cpu().numpy() > 0.5).astype(np.uint8),
                                    gt.cpu().numpy().astype(np.uint8))
                 passes += 1
-                if score <= NEVER["stop_threshold"]:
+                if score < 0.0:  # the notebooks' stop check (never true: both sides do equal work)
                     break
                 loss = loss_fn(out, gt, LossContext(step=t, total_steps=steps)).sum()
                 victim.model.zero_grad(set_to_none=True)
@@ -163,7 +165,8 @@ def main() -> None:
     pairs = [render_dermoscopy(np.random.default_rng([0, i]), args.size, width) for i in range(args.images)]
     images = torch.stack([torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255 for img, _ in pairs]).to(device)
     masks = torch.stack([torch.from_numpy(m).float()[None] for _, m in pairs]).to(device)
-    config = AttackConfig(mode="paper", steps=args.steps, max_batch=args.max_batch, **NEVER)
+    attack = Attack(mode="paper", losses=PAPER_LOSSES, budget={"steps": args.steps}, criteria=NEVER)
+    options = EngineOptions(max_batch=args.max_batch)
 
     replicas = images.shape[0] * len(PAPER_LOSSES)
     batch = min(args.max_batch or replicas, replicas)
@@ -171,12 +174,12 @@ def main() -> None:
     grads = output_gradients(victim, replica_batch, masks.repeat(len(PAPER_LOSSES), 1, 1, 1)[:batch], args.steps)
     # warm-up at the full replica batch (first use of memory is slow on fresh VMs); then engine runs
     # and floor measurements alternate, so that drifts of this shared machine's speed hit both
-    run_attack(victim, images, masks, list(PAPER_LOSSES), AttackConfig(mode="paper", steps=2, **NEVER))
+    run_attack(victim, images, masks, Attack(mode="paper", losses=PAPER_LOSSES, budget={"steps": 2}, criteria=NEVER))
     engine_s = float("inf")
     t_forward, t_forward_backward, t_sum_backward = float("inf"), float("inf"), float("inf")
     for _ in range(args.rounds):
         start = time.perf_counter()
-        result = run_attack(victim, images, masks, list(PAPER_LOSSES), config)
+        result = run_attack(victim, images, masks, attack, options=options)
         engine_s = min(engine_s, time.perf_counter() - start)
         forward, forward_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps, grads=grads)
         _, sum_backward = pass_times(victim, replica_batch, repeats=1, block=args.steps)

@@ -7,7 +7,7 @@
 One replica is one (image, loss) pair, one replica-step one forward(+backward) pass of a replica.
 The engine (:func:`medis.attacks.engine.run_attack`, paper mode, the six paper losses, 10 steps,
 thresholds that never trigger so every replica runs every step) is timed at each replica batch
-size (``AttackConfig.max_batch``) against the notebook-style loop of ``attack_engine.py`` (one
+size (``EngineOptions.max_batch``) against the notebook-style loop of ``attack_engine.py`` (one
 image, one loss, batch 1, NumPy scoring, weights not frozen) on the same victim and images.
 
 Per batch size: replica-steps/s, images/s, speed-up in images/s over the notebook loop, and engine
@@ -27,7 +27,7 @@ On CPU the default is ONE torch thread: on this shared 2-core VM two threads ove
 cores, spin in OpenMP barriers and stall for seconds at random (the default run took 11 minutes
 instead of 2, with batch sizes' times off by 3x); ``--threads 2`` to measure them anyway.
 
-Fast-path options (:func:`medis.attacks.fastpath.fast_victim`, all off by default): ``--channels-last``
+Fast-path options (:func:`medis.models.wrappers.fast_victim`, all off by default): ``--channels-last``
 (NHWC weights and network input), ``--compile`` (``torch.compile`` of the network, forward and input
 backward; ``--compile-mode``), ``--precision bf16`` (autocast, float32 outputs). They apply to the
 engine and to its floor (``pass_times``); the notebook loop stays the plain float32 victim, so its
@@ -56,9 +56,9 @@ import torch
 
 import attack_engine
 from attack_engine import NEVER, notebook_loop, pass_times
-from medis.attacks.engine import AttackConfig, run_attack
-from medis.attacks.fastpath import PRECISIONS, fast_victim
-from medis.cpu_allocator import tune_cpu_allocator
+from medis.attacks import Attack, EngineOptions, run_attack
+from medis.models.wrappers import PRECISIONS, fast_victim
+from medis.cpu_memory import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES
 from medis.models.frontend import Victim
@@ -155,10 +155,11 @@ def main() -> None:
     timed_sizes = sorted({c for sizes in chunk_sizes.values() for c in sizes})
 
     # warm-up at the full replica batch (first use of memory is slow on fresh VMs), then the loop
-    run_attack(victim, images, masks, losses, AttackConfig(mode="paper", steps=2, **NEVER))
+    run_attack(victim, images, masks, Attack(mode="paper", losses=losses, budget={"steps": 2}, criteria=NEVER))
     if device.type == "cuda" or args.compile:  # every batch size's kernels chosen (compiled) before timing
         for b in batches:
-            run_attack(victim, images, masks, losses, AttackConfig(mode="paper", steps=2, max_batch=b, **NEVER))
+            run_attack(victim, images, masks, Attack(mode="paper", losses=losses, budget={"steps": 2}, criteria=NEVER),
+                       options=EngineOptions(max_batch=b))
     notebook_loop(plain, images[:1], masks[:1], 2)
     engine_s = {b: float("inf") for b in batches}
     forward_s = {c: float("inf") for c in timed_sizes}
@@ -172,9 +173,9 @@ def main() -> None:
             notebook_passes = notebook_loop(plain, images[:nb_images], masks[:nb_images], args.steps)
             notebook_s = min(notebook_s, clock() - start)
             for b in batches:
-                config = AttackConfig(mode="paper", steps=args.steps, max_batch=b, **NEVER)
+                attack = Attack(mode="paper", losses=losses, budget={"steps": args.steps}, criteria=NEVER)
                 start = clock()
-                result = run_attack(victim, images, masks, losses, config)
+                result = run_attack(victim, images, masks, attack, options=EngineOptions(max_batch=b))
                 engine_s[b] = min(engine_s[b], clock() - start)
                 counts[b] = (result.forward_replicas, result.backward_replicas)
                 for c in sorted(set(chunk_sizes[b]) - timed):  # each size once a round, right after its engine run

@@ -17,7 +17,7 @@ passes them, its pool resized to ``pool_size`` = 256 a side, the pool's resizing
 
 Baseline: the notebooks' Target2_makeCSV approach, one pair at a time with NumPy at full size:
 a 2 x 2 confusion matrix (``np.bincount``), per class intersection / union, NaN-mean over the
-classes present (the paper's two-class mIoU, SPEC §2; not rounded). Masks are already in memory
+classes present (the paper's two-class mIoU, docs/method.md; not rounded). Masks are already in memory
 as uint8 arrays (no file reads, a faster baseline than the notebooks'). It is timed over a random
 sample of distinct pairs and extrapolated to n·(n−1)/2 pairs, the pairs of a symmetric table (the
 notebooks fill the whole n x n table, twice that; we use the smaller, conservative count).

@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic sets written in every real layout (generated once per session)."""
+"""Shared fixtures: small synthetic sets written in every real layout (generated once per test run)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from .entry_points import REPO, only, run_entry
 
 def attack(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     """attack.py on 20 synthetic images (4 in the test split), 3 steps, outputs under tmp_path."""
-    return run_entry("attack.py", tmp_path, "model.input_size=64", "attack.steps=3", *overrides, images=20)
+    return run_entry("attack.py", tmp_path, "model.input_size=64", "attack.budget.steps=3", *overrides, images=20)
 
 
 def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
@@ -63,20 +63,20 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
 
 def test_attack_fast_path_options_run(tmp_path: Path) -> None:
     """bf16 autocast, channels-last and max_batch=auto (all replicas at once on CPU) through attack.py."""
-    done = attack(tmp_path, "losses.names=[bce,dice]", "attack.precision=bf16", "attack.channels_last=true",
-                  "attack.max_batch=auto", "logger=csv", "gallery_size=0")
+    done = attack(tmp_path, "losses.names=[bce,dice]", "engine.precision=bf16", "engine.channels_last=true",
+                  "engine.max_batch=auto", "logger=csv", "gallery_size=0")
     assert done.returncode == 0, done.stderr[-3000:]
     records = read_records(only("outputs/attack/runs/*", tmp_path) / "records.csv")
     assert len(records) == 2 * 4 and all(r["forwards"] >= 1 for r in records)
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("losses.names=[bce,nope]", "error: unknown loss(es) ['nope']; valid: "),
-    ("target.kinds=[white,grey]", "error: unknown target(s) ['grey']; valid: "),
-    ("attack.eps=-0.1", "attack.eps must be >= 0"),
-    ("attack.steps=0", "steps"),
-    ("attack.success_threshold=1.5", "error: attack.success_threshold must be in [0, 1]"),
-    ("attack.precision=fp16x", "error: attack.precision='fp16x' must be one of"),
+    ("losses.names=[bce,nope]", "error: losses.names: unknown loss(es) ['nope']; valid: "),
+    ("target.kinds=[white,grey]", "error: target.kinds: unknown target kind 'grey'; valid kinds: "),
+    ("attack.budget.eps=-0.1", "attack.budget.eps must be >= 0"),
+    ("attack.budget.steps=0", "steps"),
+    ("attack.criteria.success=1.5", "error: attack.criteria.success must be in [0, 1]"),
+    ("engine.precision=fp16x", "error: engine.precision='fp16x' must be one of"),
 ])
 def test_attack_rejects_bad_values_before_work(tmp_path: Path, override: str, message: str) -> None:
     done = attack(tmp_path, override)
@@ -118,7 +118,7 @@ def test_attack_rejects_an_empty_data_set(tmp_path: Path) -> None:
 
 def test_killed_run_resumes_to_the_same_records(tmp_path: Path) -> None:
     """SIGKILL the process once some batches are on disk, then resume=true: same records as a full run."""
-    common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1", "attack.steps=6", "logger=csv")
+    common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1", "attack.budget.steps=6", "logger=csv")
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     done = attack(tmp_path, *common, f"hydra.run.dir={full_dir}")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -12,7 +12,7 @@ from medis.reporting import read_records
 
 from .entry_points import only, run_entry
 
-COMMON = ("model.input_size=64", "attack.steps=3", "losses.names=[bce,dice]",
+COMMON = ("model.input_size=64", "attack.budget.steps=3", "losses.names=[bce,dice]",
           "target.kinds=[untargeted,random,white]", "data.eval_batch_size=2", "logger=csv")
 IMAGES = 25  # synthetic ISIC 2018 split: 18 train, 2 val, 5 test
 

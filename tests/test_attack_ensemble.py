@@ -23,8 +23,8 @@ def test_ensemble_sweep_transfer_and_report(tmp_path: Path) -> None:
     torch.manual_seed(123)
     other = tmp_path / "other_model.pt"
     torch.save(pranet_lite(channel=16).state_dict(), other)  # a second, differently initialised model
-    done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack=ensemble", "attack.steps=2",
-                     f"attack.eps={EPS[0]},{EPS[1]}", f"transfer_to={other}", "logger=csv", "gallery_size=1",
+    done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack=ensemble", "attack.budget.steps=2",
+                     f"attack.budget.eps={EPS[0]},{EPS[1]}", f"transfer_to={other}", "logger=csv", "gallery_size=1",
                      images=20, multirun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = only("outputs/attack/multiruns/*", tmp_path)

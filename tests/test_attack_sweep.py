@@ -18,8 +18,8 @@ EPS = (2 / 255, 8 / 255)
 
 
 def test_eps_by_target_sweep_and_report(tmp_path: Path) -> None:
-    done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack.steps=3", "attack.update=pgd",
-                     "losses.names=[bce,dice]", f"attack.eps={EPS[0]},{EPS[1]}", "target=untargeted,white",
+    done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack.budget.steps=3", "attack/rule=pgd",
+                     "losses.names=[bce,dice]", f"attack.budget.eps={EPS[0]},{EPS[1]}", "target=untargeted,white",
                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=csv", images=20, multirun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = only("outputs/attack/multiruns/*", tmp_path)
@@ -51,7 +51,7 @@ def test_eps_by_target_sweep_and_report(tmp_path: Path) -> None:
 def test_sharded_jobs_report_like_one_run(tmp_path: Path) -> None:
     """data.shard=0/2,1/2 as two jobs: the report fuses them into the numbers of one unsharded run
     (most-similar targets still come from the whole test split)."""
-    common = ("model.input_size=64", "attack.steps=3", "losses.names=[bce,dice]", "target.kinds=[untargeted,most_similar]",
+    common = ("model.input_size=64", "attack.budget.steps=3", "losses.names=[bce,dice]", "target.kinds=[untargeted,most_similar]",
               "data.eval_batch_size=1", "logger=csv")
     done = run_entry("attack.py", tmp_path / "one", *common, images=20)
     assert done.returncode == 0, done.stderr[-3000:]

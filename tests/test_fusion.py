@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from medis.records import as_record
 from medis.fusion import (
     FUSED_LOSS,
     GROUP_KEYS,
@@ -255,8 +256,8 @@ def test_choose_per_image_returns_the_records_with_their_extra_keys() -> None:
     records[3]["attack"] = "ifgsm"  # b-bce
     chosen = choose_per_image(iter(records))  # any iterable, consumed once
     assert list(chosen) == [("kvasir", "untargeted", "a"), ("kvasir", "untargeted", "b")]  # c: no success
-    assert chosen["kvasir", "untargeted", "a"] is records[2]
-    assert chosen["kvasir", "untargeted", "a"]["trajectory"] == [0.9, 0.6, 0.30]
+    assert chosen["kvasir", "untargeted", "a"] == as_record(records[2])  # the typed record
+    assert chosen["kvasir", "untargeted", "a"]["trajectory"] == (0.9, 0.6, 0.30)
     assert chosen["kvasir", "untargeted", "b"]["attack"] == "ifgsm"
     # the norms of the chosen examples, as the fused row averages them
     assert [(r["linf"], r["l2"], r["ssim"], r["psnr"]) for r in chosen.values()] == [

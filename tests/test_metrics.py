@@ -1,4 +1,4 @@
-"""Segmentation metrics (SPEC §2): hand-worked examples, and a comparison with the ISIC challenge's
+"""Segmentation metrics (docs/method.md): hand-worked examples, and a comparison with the ISIC challenge's
 own scorer (``isic_challenge_scoring``) on random binary masks."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ medical image segmentation", Multimedia Tools and Applications, 2023
 
 The library needs no config::
 
-    from medis import run_attack, AttackConfig, Victim
+    from medis import Attack, Victim, run_attack
 
 (imported lazily, so that ``import medis`` and the data tools stay light).
 """
@@ -17,9 +17,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "run_attack": "medis.attacks.engine",
-    "AttackConfig": "medis.attacks.engine",
-    "AttackResult": "medis.attacks.engine",
-    "UpdateConfig": "medis.attacks.updates",
+    "Attack": "medis.attacks.attack",
+    "AttackResult": "medis.attacks.recording",
+    "Budget": "medis.attacks.budget",
+    "EngineOptions": "medis.attacks.engine",
+    "Record": "medis.records",
     "Victim": "medis.models.frontend",
     "build_loss": "medis.losses",
     "fuse": "medis.fusion",

@@ -8,33 +8,24 @@ for each image, among the losses that succeeded, the one with the fewest steps i
 by the better metric (targeted: highest mIoU with the target; untargeted: lowest mIoU with the
 ground truth).
 
-The input is the flat table of *records* (one mapping per (image, target kind, loss), see
-``ARCHITECTURE.md``, "Record"); everything here is a pure function of it, in plain Python (no
-torch, no pandas, no Lightning/Hydra/W&B), so the same code fuses inside one run (a callback) and
-across a multirun sweep (the report CLI).
+The input is the flat table of *records* (:class:`medis.records.Record`, one per (image, target
+kind, loss); mappings are typed on the way in by :func:`medis.records.as_record`); everything here is
+a pure function of it, in plain Python (no torch, no pandas, no Lightning/Hydra/W&B), so the same
+code fuses inside one run (a callback) and across a multirun sweep (the report CLI).
 
-Record keys read here:
-
-- ``dataset``, ``image_id``, ``target``, ``loss``: identity; ``target == "untargeted"`` marks an
-  untargeted attack, any other value (``"random"``, ``"white"``, ...) a targeted one.
-- ``success`` (bool), ``steps`` (int, required when successful, ignored otherwise), ``metric``
-  (float, required when successful; it breaks ties on steps).
-- ``linf``, ``l2``, ``ssim``, ``psnr``: optional floats (a missing key, ``None`` or NaN all mean
-  "not measured"); averaged over the successful / chosen records that carry them.
-- ``eps``: optional; when any record carries it, it joins the grouping key (missing -> ``None``).
-- any other key is ignored by the tables and kept in the records returned by
-  :func:`choose_per_image`.
-
-Values read back from Parquet or CSV are accepted: NumPy scalars, ``NaN`` for a missing value, an
-integral float for ``steps``, ``"True"``/``"False"`` strings for ``success``.
+Fields read here: ``dataset``, ``target`` (``untargeted`` marks an untargeted attack), ``image_id``,
+``loss``, ``success``, ``steps``, ``metric`` (breaks ties on steps), the norms ``linf``, ``l2``,
+``ssim``, ``psnr`` (``None``: not measured) and ``eps``, which joins the grouping key when any record
+has one. Extra grouping keys (``by``) are read from the records' tags (e.g. a sweep's ``job``).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from medis.records import REQUIRED_KEYS, UNTARGETED, Record, as_records
+from medis.values import is_missing, mean, order_key
 
 __all__ = [
     "FUSED_LOSS",
@@ -45,98 +36,36 @@ __all__ = [
     "choose_per_image",
     "fuse",
     "per_loss_table",
+    "representative",
     "summary_table",
+    "winner",
 ]
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "target")
 """Grouping key of every table; ``"eps"`` is appended when any record carries it."""
 EPS_KEY = "eps"
-UNTARGETED = "untargeted"
 FUSED_LOSS = "parallel fusion"
 NORM_KEYS: tuple[str, ...] = ("linf", "l2", "ssim", "psnr")
-REQUIRED_KEYS: tuple[str, ...] = ("dataset", "image_id", "target", "loss", "success", "steps", "metric")
-_IDENTITY_KEYS = ("dataset", "image_id", "target", "loss")
 
 
 # --------------------------------------------------------------------------------------------
-# Normalised records
+# Typed and grouped records
 # --------------------------------------------------------------------------------------------
 
 
 class _Rec:
-    """One validated record: its group, identity, decision values and the original mapping."""
+    """A record with its group."""
 
-    __slots__ = ("group", "image_id", "loss", "success", "steps", "metric", "norms", "source")
+    __slots__ = ("group", "record")
 
-    def __init__(self, group: tuple, image_id: Any, loss: str, success: bool, steps: int | None,
-                 metric: float | None, norms: dict[str, float | None], source: Mapping) -> None:
+    def __init__(self, group: tuple, record: Record) -> None:
         self.group = group
-        self.image_id = image_id
-        self.loss = loss
-        self.success = success
-        self.steps = steps
-        self.metric = metric
-        self.norms = norms
-        self.source = source
+        self.record = record
 
 
-def _is_missing(value: Any) -> bool:
-    """``None`` or a float NaN (how Parquet/CSV readers write a missing value)."""
-    if value is None:
-        return True
-    try:
-        return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isnan(value)
-    except (TypeError, ValueError):
-        return False
-
-
-def _where(record: Mapping, index: int) -> str:
-    parts = ", ".join(f"{key}={record.get(key, '?')!r}" for key in ("dataset", "image_id", "loss"))
-    return f"record #{index} ({parts})"
-
-
-def _as_bool(value: Any, record: Mapping, index: int) -> bool:
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("true", "1"):
-            return True
-        if low in ("false", "0"):
-            return False
-    elif not _is_missing(value):
-        try:
-            if value in (0, 1):  # bool, int, numpy.bool_, 0.0 / 1.0
-                return bool(value)
-        except (TypeError, ValueError):
-            pass
-    raise ValueError(f"{_where(record, index)}: 'success' must be a bool, got {value!r}")
-
-
-def _as_steps(value: Any, record: Mapping, index: int) -> int:
-    if _is_missing(value) or isinstance(value, (bool, str)):
-        raise ValueError(f"{_where(record, index)}: successful but 'steps' is {value!r}, not a step index")
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_where(record, index)}: 'steps' must be an int, got {value!r}") from None
-    if not as_float.is_integer() or as_float < 0:
-        raise ValueError(f"{_where(record, index)}: 'steps' must be a non-negative int, got {value!r}")
-    return int(as_float)
-
-
-def _as_float(value: Any, key: str, record: Mapping, index: int) -> float | None:
-    if _is_missing(value):
-        return None
-    if isinstance(value, (bool, str)):
-        raise ValueError(f"{_where(record, index)}: {key!r} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_where(record, index)}: {key!r} must be a number, got {value!r}") from None
-
-
-def _group_keys(records: Sequence[Mapping], by: Sequence[str]) -> tuple[str, ...]:
+def _group_keys(records: Sequence[Record], by: Sequence[str]) -> tuple[str, ...]:
     keys = list(GROUP_KEYS)
-    if any(EPS_KEY in record for record in records):
+    if any(record.eps is not None for record in records):
         keys.append(EPS_KEY)
     for key in by:
         if key in keys or key in ("image_id", "loss"):
@@ -145,42 +74,21 @@ def _group_keys(records: Sequence[Mapping], by: Sequence[str]) -> tuple[str, ...
     return tuple(keys)
 
 
-def _normalise(records: Iterable[Mapping], dedupe: bool, by: Sequence[str]) -> tuple[tuple[str, ...], list[_Rec]]:
-    """Validate the records, drop or reject duplicates; returns the grouping key names and records."""
-    if isinstance(records, Mapping):
-        raise TypeError("records must be an iterable of mappings, not a single mapping")
-    raw = list(records)
-    keys = _group_keys(raw, tuple(by))
+def _normalise(records: Iterable[Record | Mapping], dedupe: bool, by: Sequence[str]) -> tuple[tuple[str, ...], list[_Rec]]:
+    """Type the records, drop or reject duplicates; returns the grouping key names and records."""
+    typed = as_records(records)
+    keys = _group_keys(typed, tuple(by))
     extra = keys[len(GROUP_KEYS):]
     latest: dict[tuple, _Rec] = {}
     duplicates: list[tuple] = []
-    for index, record in enumerate(raw):
-        if not isinstance(record, Mapping):
-            raise TypeError(f"record #{index} is a {type(record).__name__}, not a mapping")
-        for key in REQUIRED_KEYS:
-            if key not in record:
-                raise ValueError(f"{_where(record, index)} is missing required key {key!r}")
-        for key in _IDENTITY_KEYS:
-            if _is_missing(record[key]):
-                raise ValueError(f"{_where(record, index)}: {key!r} is {record[key]!r}")
-        for key in ("dataset", "target", "loss"):
-            if not isinstance(record[key], str):
-                raise ValueError(f"{_where(record, index)}: {key!r} must be a str, got {record[key]!r}")
-        success = _as_bool(record["success"], record, index)
-        steps = _as_steps(record["steps"], record, index) if success else None
-        metric = _as_float(record["metric"], "metric", record, index)
-        if success and metric is None:
-            raise ValueError(f"{_where(record, index)}: successful but 'metric' is {record['metric']!r}")
-        norms = {key: _as_float(record.get(key), key, record, index) for key in NORM_KEYS}
-        group = (record["dataset"], record["target"]) + tuple(
-            None if _is_missing(record.get(key)) else record.get(key) for key in extra
-        )
-        rec = _Rec(group, record["image_id"], record["loss"], success, steps, metric, norms, record)
-        ident = group + (rec.image_id, rec.loss)
+    for record in typed:
+        group = (record.dataset, record.target) + tuple(
+            None if is_missing(record.get(key)) else record.get(key) for key in extra)
+        ident = group + (record.image_id, record.loss)
         if ident in latest:
             duplicates.append(ident)
             latest.pop(ident)  # re-insert so the kept record sits where the last duplicate was
-        latest[ident] = rec
+        latest[ident] = _Rec(group, record)
     if duplicates and not dedupe:
         names = keys + ("image_id", "loss")
         shown = "; ".join(
@@ -201,71 +109,78 @@ def _normalise(records: Iterable[Mapping], dedupe: bool, by: Sequence[str]) -> t
 # --------------------------------------------------------------------------------------------
 
 
-def _order(value: Any) -> tuple:
-    """Total, deterministic sort key over mixed values: None, then numbers, then strings, then rest."""
-    if value is None:
-        return (0,)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return (1, float(value), "")
-    if isinstance(value, str):
-        return (2, 0.0, value)
-    return (3, 0.0, repr(value))
-
-
 def _group_order(group: tuple) -> tuple:
-    return tuple(_order(value) for value in group)
+    return tuple(order_key(value) for value in group)
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return math.fsum(present) / len(present) if present else None
-
-
-def _by_group(recs: Iterable[_Rec]) -> dict[tuple, list[_Rec]]:
-    groups: dict[tuple, list[_Rec]] = {}
+def _by_group(recs: Iterable[_Rec]) -> dict[tuple, list[Record]]:
+    groups: dict[tuple, list[Record]] = {}
     for rec in recs:
-        groups.setdefault(rec.group, []).append(rec)
+        groups.setdefault(rec.group, []).append(rec.record)
     return dict(sorted(groups.items(), key=lambda item: _group_order(item[0])))
 
 
-def _row(keys: tuple[str, ...], group: tuple, loss: str, images: int, chosen: list[_Rec]) -> dict:
+def _row(keys: tuple[str, ...], group: tuple, loss: str, images: int, chosen: list[Record]) -> dict:
     """A table row from the successful (per loss) or chosen (fused) records of one group."""
     row: dict[str, Any] = dict(zip(keys, group))
     row["loss"] = loss
     row["images"] = images
     row["successes"] = len(chosen)
     row["asr"] = len(chosen) / images * 100.0 if images else None
-    row["distortion"] = _mean(rec.steps for rec in chosen)
+    row["distortion"] = mean(record.steps for record in chosen)
     for key in NORM_KEYS:
-        row[key] = _mean(rec.norms[key] for rec in chosen)
+        row[key] = mean(getattr(record, key) for record in chosen)
     return row
 
 
-def _choose(recs: list[_Rec]) -> dict[Any, _Rec]:
-    """image_id -> winning record of one group: fewest steps, then better metric, then loss name."""
-    best: dict[Any, _Rec] = {}
-    best_key: dict[Any, tuple] = {}
-    for rec in recs:
-        if not rec.success:
-            continue
-        targeted = rec.group[1] != UNTARGETED
-        key = (rec.steps, -rec.metric if targeted else rec.metric, rec.loss)
-        if rec.image_id not in best or key < best_key[rec.image_id]:
-            best[rec.image_id] = rec
-            best_key[rec.image_id] = key
-    return dict(sorted(best.items(), key=lambda item: _order(item[0])))
+def _rank(record: Record) -> tuple:
+    """Parallel fusion's order among successes: fewest steps, then the better metric, then the loss."""
+    return (record.steps, -record.metric if record.targeted else record.metric, record.loss)
+
+
+def winner(records: Iterable[Record]) -> Record | None:
+    """The record parallel fusion keeps among one image's records (one group): among the successes,
+    the fewest steps, then the better metric (targeted: highest; untargeted: lowest), then the first
+    loss name; ``None`` when no record succeeded."""
+    successes = [record for record in records if record.success]
+    return min(successes, key=_rank) if successes else None
+
+
+def representative(records: Iterable[Record]) -> Record:
+    """The record that stands for one image in a gallery: the :func:`winner`, or, when no loss
+    succeeded, the record with the attacker's best final metric (ties: the first loss name).
+
+    Raises:
+        ValueError: ``records`` is empty.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("representative needs at least one record")
+    best = winner(records)
+    if best is not None:
+        return best
+    return min(records, key=lambda r: (-r.metric if r.targeted else r.metric, r.loss))
+
+
+def _choose(records: list[Record]) -> dict[Any, Record]:
+    """image_id -> winning record of one group (:func:`winner`), ordered by image id."""
+    by_image: dict[Any, list[Record]] = {}
+    for record in records:
+        by_image.setdefault(record.image_id, []).append(record)
+    chosen = {image_id: winner(members) for image_id, members in by_image.items()}
+    return dict(sorted(((k, v) for k, v in chosen.items() if v is not None), key=lambda item: order_key(item[0])))
 
 
 def _per_loss(keys: tuple[str, ...], recs: list[_Rec]) -> list[dict]:
     rows = []
     for group, members in _by_group(recs).items():
-        by_loss: dict[str, list[_Rec]] = {}
-        for rec in members:
-            by_loss.setdefault(rec.loss, []).append(rec)
+        by_loss: dict[str, list[Record]] = {}
+        for record in members:
+            by_loss.setdefault(record.loss, []).append(record)
         for loss in sorted(by_loss):
             attacked = by_loss[loss]
-            images = len({rec.image_id for rec in attacked})
-            rows.append(_row(keys, group, loss, images, [rec for rec in attacked if rec.success]))
+            images = len({record.image_id for record in attacked})
+            rows.append(_row(keys, group, loss, images, [record for record in attacked if record.success]))
     return rows
 
 
@@ -273,9 +188,9 @@ def _fused(keys: tuple[str, ...], recs: list[_Rec]) -> list[dict]:
     rows = []
     for group, members in _by_group(recs).items():
         chosen = _choose(members)
-        images = len({rec.image_id for rec in members})
+        images = len({record.image_id for record in members})
         row = _row(keys, group, FUSED_LOSS, images, list(chosen.values()))
-        row["chosen"] = {image_id: rec.loss for image_id, rec in chosen.items()}
+        row["chosen"] = {image_id: record.loss for image_id, record in chosen.items()}
         rows.append(row)
     return rows
 
@@ -285,11 +200,11 @@ def _fused(keys: tuple[str, ...], recs: list[_Rec]) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def per_loss_table(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
+def per_loss_table(records: Iterable[Record | Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
     """ASR and distortion of every loss separately (the paper's tables without fusion).
 
     Args:
-        records: one mapping per (image, target kind, loss); see the module docstring.
+        records: one record per (image, target kind, loss); see the module docstring.
         dedupe: keep the LAST of duplicate (group, image_id, loss) records instead of raising.
         by: extra record keys to group by (e.g. ``("mode",)`` across a sweep); missing -> None.
 
@@ -309,7 +224,7 @@ def per_loss_table(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequ
     return _per_loss(keys, recs)
 
 
-def fuse(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
+def fuse(records: Iterable[Record | Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
     """Parallel fusion of all losses, one row per group (the paper's tables with fusion).
 
     For each image the winner is, among the losses that succeeded on it, the one with the fewest
@@ -317,7 +232,7 @@ def fuse(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] 
     lowest mIoU with the ground truth), then to the alphabetically first loss name.
 
     Args:
-        records: one mapping per (image, target kind, loss); see the module docstring.
+        records: one record per (image, target kind, loss); see the module docstring.
         dedupe: keep the LAST of duplicate (group, image_id, loss) records instead of raising.
         by: extra record keys to group by; missing -> None.
 
@@ -336,14 +251,14 @@ def fuse(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] 
     return _fused(keys, recs)
 
 
-def summary_table(records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
+def summary_table(records: Iterable[Record | Mapping], *, dedupe: bool = False, by: Sequence[str] = ()) -> list[dict]:
     """Per-loss rows and the fused row of every group, in one table.
 
     Rows are ordered by group (dataset, target, eps, *by), then by loss name, with the group's
     ``"parallel fusion"`` row (see :func:`fuse`) last in its group.
 
     Args:
-        records: one mapping per (image, target kind, loss); see the module docstring.
+        records: one record per (image, target kind, loss); see the module docstring.
         dedupe: keep the LAST of duplicate (group, image_id, loss) records instead of raising.
         by: extra record keys to group by; missing -> None.
 
@@ -366,26 +281,25 @@ def summary_table(records: Iterable[Mapping], *, dedupe: bool = False, by: Seque
 
 
 def choose_per_image(
-    records: Iterable[Mapping], *, dedupe: bool = False, by: Sequence[str] = ()
-) -> dict[tuple, Mapping]:
+    records: Iterable[Record | Mapping], *, dedupe: bool = False, by: Sequence[str] = ()
+) -> dict[tuple, Record]:
     """The record that parallel fusion keeps for every image with at least one success.
 
     Args:
-        records: one mapping per (image, target kind, loss); see the module docstring.
+        records: one record per (image, target kind, loss); see the module docstring.
         dedupe: keep the LAST of duplicate (group, image_id, loss) records instead of raising.
         by: extra record keys to group by; missing -> None.
 
     Returns:
-        ``(dataset, target, [eps,] [*by,] image_id) -> record``: the original mapping (extra keys
-        such as ``"trajectory"`` included), ordered by group then image id. Images on which no
-        loss succeeded are absent.
+        ``(dataset, target, [eps,] [*by,] image_id) -> record`` (the typed record, tags included),
+        ordered by group then image id. Images on which no loss succeeded are absent.
 
     Raises:
         ValueError: as :func:`per_loss_table`.
     """
     _, recs = _normalise(records, dedupe, by)
-    out: dict[tuple, Mapping] = {}
+    out: dict[tuple, Record] = {}
     for group, members in _by_group(recs).items():
-        for image_id, rec in _choose(members).items():
-            out[group + (image_id,)] = rec.source
+        for image_id, record in _choose(members).items():
+            out[group + (image_id,)] = record
     return out

@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medis.errors import DataError, exit_on_user_error
-from medis.reporting.compare import attack_comparison, has_attacks, write_attack_rows
+from medis.reporting.attack_tables import write_attack_rows
+from medis.reporting.compare import attack_comparison, has_attacks
 from medis.reporting.plots import plot_asr_vs_eps, plot_distortion_histogram
 from medis.reporting.sweep import JOB_KEY, REPORT_DIR, comparison_rows, gather, write_comparison
 

@@ -91,6 +91,7 @@ def plain(value: Any) -> Any:
 
 
 def as_json(records: list) -> list[dict]:
+    """Every column of every record (a typed record's unset columns are ``None``)."""
     return [{key: plain(value) for key, value in dict(record).items()} for record in records]
 
 
@@ -106,10 +107,25 @@ def engine_run_names() -> list[str]:
     return list(ENGINE_RUNS)
 
 
+def attack_of(mode: str = "clean", steps: int = 10, update: dict | None = None, name: str = "medis",
+              stop_threshold: Any = None, success_threshold: Any = None):
+    """An :class:`~medis.attacks.attack.Attack` from the settings the runs were first written with."""
+    from medis.attacks import Attack
+    from medis.attacks.rules import RULES
+
+    update = dict(update or {})
+    rule_name = update.pop("rule", "sign")
+    budget = {"steps": steps, "eps": update.pop("eps", None), "random_start": update.pop("random_start", False),
+              "norm": "l2" if rule_name == "l2" else "linf"}
+    renamed = {"asma_tau": "tau", "asma_beta": "beta"}
+    rule = RULES[rule_name](**{renamed.get(key, key): value for key, value in update.items()})
+    return Attack(name=name, mode=mode, rule=rule, budget=budget,
+                  criteria={"stop": stop_threshold, "success": success_threshold})
+
+
 def engine_runs() -> dict[str, Callable[[], list]]:
     """name -> a function returning the records of one fixed engine run."""
-    from medis.attacks.engine import AttackConfig, run_attack
-    from medis.attacks.updates import UpdateConfig
+    from medis.attacks import EngineOptions, run_attack
     from medis.models.frontend import Victim
 
     net = fitted_net()
@@ -123,21 +139,21 @@ def engine_runs() -> dict[str, Callable[[], list]]:
     paper6 = ["logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined"]
     eps = 8 / 255
 
-    def run(victim, reference, losses, **config) -> Callable[[], list]:
-        update = config.pop("update", {})
-        transfer = config.pop("transfer_to", None)
-        cfg = AttackConfig(update=UpdateConfig(**update), **config)
-        return lambda: run_attack(victim, images, reference, losses, cfg, ids=["a", "b", "c"], dataset="golden",
-                                  transfer_to=transfer).records
+    def run(victim, reference, losses, targeted: bool = False, target_kind: str | None = None, seed: int = 0,
+            transfer_to=None, max_batch=None, fusion_only=False, compaction=True, **config) -> Callable[[], list]:
+        attack = attack_of(**config)
+        target = target_kind or ("random" if targeted else "untargeted")
+        options = EngineOptions(max_batch=max_batch, fusion_only=fusion_only, compaction=compaction)
+        return lambda: run_attack(victim, images, reference, attack, target=target, losses=losses, options=options,
+                                  seed=seed, ids=["a", "b", "c"], dataset="golden", transfer_to=transfer_to).records
 
     def mixed() -> list:
         small = F.interpolate(images[:2], size=(20, 28), mode="bilinear", align_corners=False)
         small_masks = (F.interpolate(masks[:2], size=(20, 28)) > 0.5).double()
-        cfg = AttackConfig(steps=4, update=UpdateConfig(rule="pgd", eps=eps, step_size=2 / 255, random_start=True),
-                           seed=5)
+        attack = attack_of(steps=4, update={"rule": "pgd", "eps": eps, "step_size": 2 / 255, "random_start": True})
         return run_attack(clean, [images[0], small[1], images[2], small[0]],
-                          [masks[0], small_masks[1], masks[2], small_masks[0]], ["bce", "dice"], cfg,
-                          ids=["p", "q", "r", "s"], dataset="mixed").records
+                          [masks[0], small_masks[1], masks[2], small_masks[0]], attack, losses=["bce", "dice"],
+                          seed=5, ids=["p", "q", "r", "s"], dataset="mixed").records
 
     per_loss = {loss: torch.roll(masks, k + 1, 0) for k, loss in enumerate(paper6)}
     runs = {
@@ -182,13 +198,13 @@ def engine_runs() -> dict[str, Callable[[], list]]:
 # ------------------------------------------------------------------------------------ module runs
 
 MODULE_RUNS: dict[str, list[str]] = {
-    "module_paper_all_targets": ["attack=medis_paper", "attack.steps=4",
+    "module_paper_all_targets": ["attack=medis_paper", "attack.budget.steps=4",
                                  "target.kinds=[untargeted,random,most_similar,white,black,inverted]"],
-    "module_clean_all_targets": ["attack=medis", "attack.steps=4", "losses=all",
+    "module_clean_all_targets": ["attack=medis", "attack.budget.steps=4", "losses=all",
                                  "target.kinds=[untargeted,random,most_similar,white,black,inverted]"],
-    "module_pgd": ["attack=pgd", "attack.steps=4", "losses=sea", "seed=3", "target.kinds=[untargeted,most_similar]"],
-    "module_ensemble": ["attack=ensemble", "attack.steps=4", "target.kinds=[untargeted,random,white]",
-                        "+attack.members.dag.steps=6", "+attack.members.apgd.steps=10"],
+    "module_pgd": ["attack=pgd", "attack.budget.steps=4", "losses=sea", "seed=3", "target.kinds=[untargeted,most_similar]"],
+    "module_ensemble": ["attack=ensemble", "attack.budget.steps=4", "target.kinds=[untargeted,random,white]",
+                        "+attack.members.dag.budget.steps=6", "+attack.members.apgd.budget.steps=10"],
 }
 """name -> attack.py overrides of a run through the attack module (6 synthetic ISIC test images)."""
 
@@ -199,9 +215,10 @@ def module_records(overrides: list[str], data_root: Path, out_dir: Path) -> list
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
+    import medis.config  # noqa: F401  (the config resolvers)
     from medis.lightning.attack_module import AttackModule
+    from medis.lightning.attacking import engine_options
     from medis.models.frontend import Victim
     from medis.reporting import read_records
 
@@ -210,9 +227,10 @@ def module_records(overrides: list[str], data_root: Path, out_dir: Path) -> list
         cfg = compose(config_name="attack", overrides=[
             *overrides, f"data.root={data_root}", "data.synthetic.n=20", "data.synthetic.size=32",
             "data.eval_batch_size=4", "data.num_workers=0"])
-    attack = OmegaConf.to_container(cfg.attack, resolve=True)
-    fusion = "paper" if attack.get("mode") == "paper" else "clean"
+    attack = instantiate(cfg.attack, _convert_="all")
+    fusion = "paper" if getattr(attack, "mode", "clean") == "paper" else "clean"
     victim = Victim(fitted_net(), NET_SIZE, fusion=fusion).double()
+    engine, fast_path = engine_options(cfg.engine)
 
     class Float64Module(AttackModule):
         def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -220,8 +238,8 @@ def module_records(overrides: list[str], data_root: Path, out_dir: Path) -> list
                      "mask": [t.double() for t in batch["mask"]]}
             super().test_step(batch, batch_idx)
 
-    module = Float64Module(victim=victim, attack=attack, losses=list(cfg.losses.names),
-                           targets=list(cfg.target.kinds), output_dir=str(out_dir), seed=cfg.seed, gallery_size=0)
+    module = Float64Module(victim=victim, attack=attack, losses=list(cfg.losses.names), targets=list(cfg.target.kinds),
+                           output_dir=str(out_dir), engine=engine, fast_path=fast_path, seed=cfg.seed, gallery_size=0)
     datamodule = instantiate(cfg.data)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, inference_mode=False, limit_test_batches=2)

@@ -1,6 +1,6 @@
 """The attacks beyond MedIS, each on its defining behaviour: SegPGD's weight schedule, CosPGD's
 per-pixel scaling, APGD's checkpoints and step halving, ASMA's adaptive step, DAG's shrinking pixel
-set; transfer evaluation and the ensemble plan."""
+set; transfer evaluation and the ensemble's composition."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import math
 import pytest
 import torch
 
-from medis.attacks.apgd import apgd_state, apgd_step, checkpoints
-from medis.attacks.engine import AttackConfig, run_attack
-from medis.attacks.plan import attack_members
-from medis.attacks.updates import StepInfo, UpdateConfig, asma_step
+from medis.attacks import Attack, Budget, Ensemble, run_attack
+from medis.attacks.ensemble import build_ensemble
+from medis.attacks.rules import StepInfo
+from medis.attacks.rules.apgd import APGD, checkpoints
+from medis.attacks.rules.asma import ASMA
+from medis.attacks.rules.dag import DAG
+from medis.attacks.rules.pgd import PGD
+from medis.attacks.rules.sign import SignStep
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss
 from medis.losses.pixelwise import cospgd_loss, segpgd_loss
@@ -59,8 +63,8 @@ def test_segpgd_sees_the_step_and_the_total_through_the_engine() -> None:
         return segpgd(out, reference, ctx)
 
     image, gt = staircase(flip_rows=False)  # every pixel needs 3 steps: no early stop before step 3
-    config = AttackConfig(steps=5, stop_threshold=0.0, update=UpdateConfig(rule="pgd", eps=8 / 255, step_size=1 / 255))
-    run_attack(toy_victim(), image, gt, {"segpgd": spy}, config)
+    attack = Attack(rule=PGD(step_size=1 / 255), budget={"steps": 5, "eps": 8 / 255}, criteria={"stop": 0.0})
+    run_attack(toy_victim(), image, gt, attack, losses={"segpgd": spy})
     assert seen[:3] == [(0, 5), (1, 5), (2, 5)]
     assert [step for step, _ in seen] == list(range(len(seen)))
 
@@ -90,39 +94,40 @@ def test_apgd_checkpoints_follow_the_paper() -> None:
 
 def _apgd_run(objective: list[float], total: int = 100):
     """APGD's state after feeding it ``objective`` (the loss at positions 0, 1, ...), one replica."""
-    config = UpdateConfig(rule="apgd", eps=8 / 255, step_size_eps=2.0)
+    rule, budget = APGD(step_size_eps=2.0), Budget(eps=8 / 255)
     x0 = torch.full((1, 1, 4, 4), 0.5)
     grad = torch.ones_like(x0)
-    state, x = apgd_state(x0, config), x0.clone()
+    state, x = rule.init(x0, budget), x0.clone()
     history = []
     for position, value in enumerate(objective):
         info = StepInfo(torch.tensor([value]), torch.tensor([0.5]), position, total)
         before = x.clone()
-        x, state = apgd_step(x, grad * (-1) ** position, x0, torch.tensor([1.0]), config, state, info)
+        x, state = rule.step(x, grad * (-1) ** position, x0, torch.tensor([1.0]), state, info, budget)
         history.append((before, state["eta"].item(), state["x_best"].clone()))
-    return history, config
+    return history, budget
 
 
 def test_apgd_halves_the_step_and_restarts_from_the_best_when_the_loss_stalls() -> None:
     falling = [1.0 - 0.01 * k for k in range(23)]  # never improves after position 0
-    history, config = _apgd_run(falling)
+    history, budget = _apgd_run(falling)
     etas = [eta for _, eta, _ in history]
-    assert etas[:22] == [pytest.approx(2 * config.eps)] * 22  # constant until the checkpoint w1 = 22
-    assert etas[22] == pytest.approx(config.eps)  # halved at w1
+    assert etas[:22] == [pytest.approx(2 * budget.eps)] * 22  # constant until the checkpoint w1 = 22
+    assert etas[22] == pytest.approx(budget.eps)  # halved at w1
     assert torch.equal(history[22][2], torch.full((1, 1, 4, 4), 0.5))  # the best point is the start
 
 
 def test_apgd_keeps_its_step_while_the_loss_keeps_rising() -> None:
     rising = [0.01 * k for k in range(42)]
-    history, config = _apgd_run(rising)
-    assert [eta for _, eta, _ in history] == [pytest.approx(2 * config.eps)] * 42
+    history, budget = _apgd_run(rising)
+    assert [eta for _, eta, _ in history] == [pytest.approx(2 * budget.eps)] * 42
 
 
 def test_apgd_stays_in_the_ball_and_succeeds_on_the_toy_victim() -> None:
     image, gt = staircase(flip_rows=False)
     eps = 4 / 255
-    config = AttackConfig(steps=10, update=UpdateConfig(rule="apgd", eps=eps, step_size_eps=2.0), name="apgd")
-    result = run_attack(toy_victim(), image, gt, ["masked_bce", "js", "masked_logit"], config)
+    attack = Attack(name="apgd", rule=APGD(step_size_eps=2.0), budget={"eps": eps},
+                    losses=["masked_bce", "js", "masked_logit"])
+    result = run_attack(toy_victim(), image, gt, attack)
     assert all(r["linf"] <= eps + 1e-6 for r in result.records)
     assert all(r["success"] and r["attack"] == "apgd" for r in result.records)
 
@@ -131,26 +136,27 @@ def test_apgd_stays_in_the_ball_and_succeeds_on_the_toy_victim() -> None:
 
 
 def test_asma_step_grows_with_the_overlap_with_the_target() -> None:
-    config = UpdateConfig(rule="asma", asma_tau=1e-3, asma_beta=1e-2, asma_l2=0.0)
+    rule, budget = ASMA(tau=1e-3, beta=1e-2, l2=0.0), Budget()
     x0 = torch.full((2, 1, 3, 3), 0.5)
     grad = torch.linspace(-1, 1, 9).view(1, 1, 3, 3).repeat(2, 1, 1, 1)
     iou = torch.tensor([0.2, 0.8])
-    moved = asma_step(x0, grad, x0, torch.tensor([-1.0, -1.0]), config, iou)
+    info = StepInfo(torch.zeros(2), iou, 1, 10)
+    moved, _ = rule.step(x0, grad, x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
     for r in range(2):
         multiplier = 1e-2 * iou[r].item() + 1e-3
         torch.testing.assert_close(moved[r] - x0[r], -multiplier * grad[r])
     # the L2 penalty alone pulls the image back toward the clean one
-    config = UpdateConfig(rule="asma", asma_tau=0.1, asma_beta=0.0, asma_l2=1.0)
+    rule = ASMA(tau=0.1, beta=0.0, l2=1.0)
     x = x0 + 0.04
-    back = asma_step(x, torch.zeros_like(x), x0, torch.tensor([-1.0, -1.0]), config, iou)
+    back, _ = rule.step(x, torch.zeros_like(x), x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
     torch.testing.assert_close(back - x0, (x - x0) * (1 - 2 * 0.1))
 
 
 def test_asma_reaches_a_target_on_the_toy_victim() -> None:
     image, gt = staircase(flip_rows=False)
     target = 1 - gt
-    config = AttackConfig(steps=30, targeted=True, update=UpdateConfig(rule="asma", asma_tau=1e-3, asma_beta=1e-2))
-    (record,) = run_attack(toy_victim(), image, target, ["asma"], config).records
+    attack = Attack(rule=ASMA(tau=1e-3, beta=1e-2), budget={"steps": 30}, losses=["asma"])
+    (record,) = run_attack(toy_victim(), image, target, attack, target="random").records
     assert record["success"] and record["trajectory"][-1] > record["trajectory"][0]
 
 
@@ -166,12 +172,12 @@ def test_dag_pixel_set_shrinks_until_empty_and_the_attack_stops() -> None:
         return dag(out, reference, ctx)
 
     image, gt = staircase(flip_rows=True)  # row r flips after r + 1 steps of 1/255
-    config = AttackConfig(steps=40, stop_threshold="exact", update=UpdateConfig(rule="dag", step_size=1 / 255))
-    (record,) = run_attack(toy_victim(), image, gt, {"dag": spy}, config).records
+    attack = Attack(rule=DAG(step_size=1 / 255), budget={"steps": 40}, criteria={"stop": "exact"})
+    (record,) = run_attack(toy_victim(), image, gt, attack, losses={"dag": spy}).records
     assert sizes[0] == SIZE * SIZE
     assert all(later < earlier for earlier, later in zip(sizes, sizes[1:]))  # one row per step
     assert record["trajectory"][-1] == 0.0  # the set is empty: every pixel flipped
-    assert len(record["trajectory"]) == SIZE + 1 < config.steps + 1  # stopped there, not at the limit
+    assert len(record["trajectory"]) == SIZE + 1 < attack.budget.steps + 1  # stopped there, not at the limit
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -187,35 +193,37 @@ class Shifted(Threshold):
 def test_transfer_judges_the_best_image_on_the_other_model() -> None:
     image, gt = staircase(flip_rows=False)
     other = Victim(Shifted(), SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion="clean")
-    config = AttackConfig(steps=6, stop_threshold="exact")
-    (record,) = run_attack(toy_victim(), image, gt, ["bce"], config, transfer_to=other).records
+    attack = Attack(budget={"steps": 6}, criteria={"stop": "exact"}, losses=["bce"])
+    (record,) = run_attack(toy_victim(), image, gt, attack, transfer_to=other).records
     assert record["success"] and record["trajectory"][-1] == 0.0
     # 6 steps of 1/255 move each pixel 6/255 (offsets 2.5/255): the shifted boundary (5.1/255 above
     # 0.5) is crossed by background pixels pushed up but not by foreground pushed down (8.6/255 away)
     assert record["transfer_metric"] > record["trajectory"][-1]
     assert record["transfer_success"] == (record["transfer_metric"] <= 0.5)
-    assert "transfer_metric" not in run_attack(toy_victim(), image, gt, ["bce"], config).records[0]
+    assert run_attack(toy_victim(), image, gt, attack).records[0]["transfer_metric"] is None
 
 
 # ----------------------------------------------------------------------------- ensemble plan
 
 
 def test_ensemble_members_qualify_losses_and_inherit_shared_settings() -> None:
-    node = {"eps": 8 / 255, "steps": 7, "update": "sign", "name": "medis",
-            "members": {"medis": {"losses": ["bce"]},
-                        "apgd": {"losses": ["js", "masked_bce"], "update": "apgd", "step_size_eps": 2.0}}}
-    medis, apgd = attack_members(node, ["dice"])
-    assert medis.labels == ["medis/bce"] and apgd.labels == ["apgd/js", "apgd/masked_bce"]
-    config = apgd.config(False, "untargeted", 0)
-    assert config.steps == 7 and config.update.rule == "apgd" and config.update.alpha == pytest.approx(16 / 255)
-    assert config.name == "apgd" and medis.config(True, "white", 0).update.rule == "sign"
-    (single,) = attack_members({"update": "sign"}, ["dice"])
-    assert single.labels == ["dice"] and single.name == "medis"
-    with pytest.raises(ConfigError, match=r"attack\.members\.apgd\.losses: unknown loss"):
-        attack_members({"members": {"apgd": {"losses": ["nope"], "update": "apgd", "eps": 0.1}}}, ["dice"])
-    with pytest.raises(ConfigError, match=r"attack\.eps"):
-        attack_members({"members": {"apgd": {"losses": ["js"], "update": "apgd"}}}, ["dice"])
-    with pytest.raises(ConfigError, match="stop_threshold"):
-        attack_members({"stop_threshold": "never"}, ["dice"])
-    assert math.isclose(attack_members({"stop_threshold": "exact"}, ["dice"])[0].config(True, "white", 0)
-                        .criteria.stop_at, 1.0)
+    ensemble = build_ensemble({"medis": {"rule": SignStep(), "losses": ["bce"]},
+                               "apgd": {"rule": APGD(step_size_eps=2.0), "losses": ["js", "masked_bce"],
+                                        "budget": {"steps": 9}}},
+                              budget={"eps": 8 / 255, "steps": 7}, criteria={"stop": "exact"})
+    assert ensemble.labels == ["medis/bce", "apgd/js", "apgd/masked_bce"]
+    medis, apgd = ensemble.members
+    assert (medis.budget.steps, apgd.budget.steps) == (7, 9) and apgd.budget.eps == 8 / 255
+    assert apgd.rule.alpha(apgd.budget) == pytest.approx(16 / 255) and apgd.name == "apgd"
+    assert math.isclose(apgd.judged(True).stop_at, 1.0)
+    assert ensemble.with_losses(["dice"]) == ensemble  # every member has its own losses
+    bare = build_ensemble({"medis": {"rule": "sign"}}).with_losses(["dice"])
+    assert bare.labels == ["medis/dice"] and isinstance(bare, Ensemble)
+    with pytest.raises(ConfigError, match=r"attack 'apgd': unknown loss"):
+        build_ensemble({"apgd": {"rule": "apgd", "losses": ["nope"], "budget": {"eps": 0.1}}})
+    with pytest.raises(ConfigError, match=r"attack\.budget\.eps"):
+        build_ensemble({"apgd": {"rule": "apgd", "losses": ["js"]}})
+    with pytest.raises(ConfigError, match=r"attack\.criteria\.stop"):
+        build_ensemble({"medis": {"rule": "sign"}}, criteria={"stop": "sometimes"})
+    with pytest.raises(ConfigError, match=r"attack\.members\.x needs a rule"):
+        build_ensemble({"x": {"losses": ["bce"]}})

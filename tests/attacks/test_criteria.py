@@ -1,11 +1,11 @@
-"""Stop and success rules (SPEC §4): defaults, custom thresholds, both bookkeeping modes."""
+"""Stop and success rules (docs/method.md): defaults, custom thresholds, both bookkeeping modes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from medis.attacks.criteria import Criteria
+from medis.attacks.criteria import Criteria, Thresholds
 from medis.errors import ConfigError
 
 
@@ -38,5 +38,9 @@ def test_bookkeeping(mode: str, records: int, first: int) -> None:
 def test_bad_values() -> None:
     with pytest.raises(ConfigError, match="attack.mode='fast'"):
         Criteria(targeted=False, mode="fast")
-    with pytest.raises(ConfigError, match="attack.steps must be >= 1"):
+    with pytest.raises(ConfigError, match="attack.budget.steps must be >= 1"):
         Criteria(targeted=False, steps=0)
+    for stop, success in (("sometimes", None), (None, 1.5), (True, None), (None, "0.5")):
+        with pytest.raises(ConfigError, match=r"attack\.criteria\.(stop|success) must be in \[0, 1\]"):
+            Thresholds(stop, success)
+    Thresholds("exact", 0.5)  # valid

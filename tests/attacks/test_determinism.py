@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medis.attacks.engine import AttackConfig, run_attack
-from medis.attacks.updates import UpdateConfig
+from medis.attacks import Attack, run_attack
+from medis.attacks.rules.pgd import PGD
 from medis.models.frontend import Victim
 from medis.models.pranet import pranet_lite
 
@@ -15,9 +15,9 @@ def attack(seed: int) -> list[dict]:
     victim = Victim(pranet_lite(), 64).eval()
     images = torch.rand(2, 3, 48, 64)
     masks = (torch.rand(2, 1, 48, 64) > 0.6).float()
-    config = AttackConfig(steps=3, seed=seed, update=UpdateConfig(rule="pgd", eps=8 / 255, step_size=2 / 255,
-                                                                  random_start=True))
-    return run_attack(victim, images, masks, ["bce", "structure"], config).records
+    attack = Attack(rule=PGD(step_size=2 / 255), budget={"steps": 3, "eps": 8 / 255, "random_start": True},
+                    losses=["bce", "structure"])
+    return run_attack(victim, images, masks, attack, seed=seed).records
 
 
 def test_same_seed_bit_identical_other_seed_not() -> None:

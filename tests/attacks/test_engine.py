@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis import fusion
-from medis.attacks.engine import AttackConfig, replica_losses, run_attack
-from medis.attacks.updates import UpdateConfig, random_start
+from medis.attacks import Attack, Budget, EngineOptions, run_attack
+from medis.attacks.replicas import replica_losses
+from medis.attacks.rules.pgd import PGD
 from medis.errors import ConfigError
 from medis.losses import LossContext
 from medis.models.frontend import Victim
@@ -60,7 +61,7 @@ def expected_miou(k: int) -> float:
 
 def test_clean_bookkeeping_records_after_every_update() -> None:
     image, gt = staircase()
-    result = run_attack(toy_victim(), image, gt, {"bce": bce}, AttackConfig(mode="clean", steps=10))
+    result = run_attack(toy_victim(), image, gt, Attack(mode="clean"), losses={"bce": bce})
     (record,) = result.records
     assert record["trajectory"] == pytest.approx([expected_miou(k) for k in range(11)], abs=1e-6)
     assert record["success"] and record["steps"] == 6  # first k with (16-k)/(16+k) <= 0.5
@@ -71,7 +72,7 @@ def test_clean_bookkeeping_records_after_every_update() -> None:
 
 def test_paper_bookkeeping_records_before_each_update() -> None:
     image, gt = staircase()
-    result = run_attack(toy_victim("paper"), image, gt, {"bce": bce}, AttackConfig(mode="paper", steps=10))
+    result = run_attack(toy_victim("paper"), image, gt, Attack(mode="paper"), losses={"bce": bce})
     (record,) = result.records
     # record k (1-based) describes the image after k-1 updates; 3-decimal rounding; 10 records
     assert record["trajectory"] == pytest.approx([round(expected_miou(k), 3) for k in range(10)], abs=1e-6)
@@ -82,9 +83,9 @@ def test_paper_bookkeeping_records_before_each_update() -> None:
 @pytest.mark.parametrize("mode, steps", [("clean", 3), ("paper", 4)])
 def test_stop_rule_ends_the_replica(mode: str, steps: int) -> None:
     image, gt = staircase(flip_rows=False)  # every pixel flips at step 3: score 1, 1, 1, 0
-    result = run_attack(toy_victim(mode), image, gt, {"bce": bce}, AttackConfig(mode=mode, steps=10))
+    result = run_attack(toy_victim(mode), image, gt, Attack(mode=mode), losses={"bce": bce})
     (record,) = result.records
-    assert record["trajectory"] == [1.0, 1.0, 1.0, 0.0]
+    assert record["trajectory"] == (1.0, 1.0, 1.0, 0.0)
     assert record["steps"] == steps
     # the backward of the stopping record runs (deciding to skip it would cost a host read) and is discarded
     assert result.forward_replicas == 4 and result.backward_replicas == 4
@@ -93,17 +94,16 @@ def test_stop_rule_ends_the_replica(mode: str, steps: int) -> None:
 def test_targeted_descends_toward_the_target() -> None:
     image, gt = staircase(flip_rows=False)
     target = 1 - gt
-    config = AttackConfig(mode="clean", steps=10, targeted=True, target_kind="inverted")
-    (record,) = run_attack(toy_victim(), image, target, {"bce": bce}, config).records
-    assert record["trajectory"] == [0.0, 0.0, 0.0, 1.0]  # stop at >= 0.95
+    (record,) = run_attack(toy_victim(), image, target, Attack(), target="inverted", losses={"bce": bce}).records
+    assert record["trajectory"] == (0.0, 0.0, 0.0, 1.0)  # stop at >= 0.95
     assert record["success"] and record["steps"] == 3 and record["target"] == "inverted"
 
 
 def test_paper_doubles_uniform_targets_for_success_only() -> None:
     image, gt = staircase(flip_rows=False)
     white = torch.ones_like(gt)
-    config = AttackConfig(mode="paper", steps=10, targeted=True, target_kind="white")
-    (record,) = run_attack(toy_victim("paper"), image, white, {"bce": bce}, config).records
+    (record,) = run_attack(toy_victim("paper"), image, white, Attack(mode="paper"), target="white",
+                           losses={"bce": bce}).records
     # half the image is foreground: raw mIoU = fg IoU / 2 = 0.25 (bg IoU 0); x2 = 0.5 >= 0.45 at once
     assert record["trajectory"][0] == pytest.approx(0.25)
     assert record["success"] and record["steps"] == 1 and record["metric"] == pytest.approx(0.5)
@@ -120,7 +120,7 @@ def _random_setup(seed: int, images: int = 3, size: int = 48):
     return victim, x, gt
 
 
-THRESHOLDS = {"success_threshold": 0.9, "stop_threshold": 0.6}
+THRESHOLDS = Attack(budget={"steps": 5}, criteria={"success": 0.9, "stop": 0.6})
 
 
 def _metric_table(result):
@@ -130,16 +130,15 @@ def _metric_table(result):
 def test_compaction_and_chunking_leave_records_unchanged() -> None:
     victim, x, gt = _random_setup(1, images=4)
     losses = ["bce_dice", "lovasz", "dice"]
-    base = run_attack(victim, x, gt, losses, AttackConfig(steps=5, **THRESHOLDS))
+    base = run_attack(victim, x, gt, THRESHOLDS, losses=losses)
     assert any(len(r["trajectory"]) < 6 for r in base.records)  # some replicas stopped early
-    variants = [AttackConfig(steps=5, compaction=False, **THRESHOLDS),
-                AttackConfig(steps=5, max_batch=2, **THRESHOLDS)]
-    for config in variants:
-        other = run_attack(victim, x, gt, losses, config)
+    variants = [EngineOptions(compaction=False), EngineOptions(max_batch=2)]
+    for options in variants:
+        other = run_attack(victim, x, gt, THRESHOLDS, losses=losses, options=options)
         for a, b in zip(base.records, other.records):
             assert (a["image_id"], a["loss"]) == (b["image_id"], b["loss"])
             assert a["trajectory"] == pytest.approx(b["trajectory"], abs=2e-3)
-    no_compaction = run_attack(victim, x, gt, losses, variants[0])
+    no_compaction = run_attack(victim, x, gt, THRESHOLDS, losses=losses, options=variants[0])
     assert base.forward_replicas <= no_compaction.forward_replicas
 
 
@@ -147,8 +146,8 @@ def test_compaction_and_chunking_leave_records_unchanged() -> None:
 def test_fusion_only_keeps_the_fused_table(seed: int) -> None:
     victim, x, gt = _random_setup(seed, images=4)
     losses = ["bce", "dice", "lovasz", "focal"]
-    full = run_attack(victim, x, gt, losses, AttackConfig(steps=5, **THRESHOLDS))
-    pruned = run_attack(victim, x, gt, losses, AttackConfig(steps=5, fusion_only=True, **THRESHOLDS))
+    full = run_attack(victim, x, gt, THRESHOLDS, losses=losses)
+    pruned = run_attack(victim, x, gt, THRESHOLDS, losses=losses, options=EngineOptions(fusion_only=True))
     assert len({r["steps"] for r in full.records}) > 1  # losses succeed at different steps
     assert any(r["pruned"] for r in pruned.records)
     a, b = fusion.fuse(full.records)[0], fusion.fuse(pruned.records)[0]
@@ -163,13 +162,13 @@ def test_mixed_sizes_ids_and_per_loss_references() -> None:
     images = [torch.rand(3, 40, 56), torch.rand(3, 64, 64), torch.rand(3, 40, 56)]
     masks = [(torch.rand(1, *img.shape[1:]) > 0.5).float() for img in images]
     refs = {"bce": masks, "dice": [1 - m for m in masks]}
-    result = run_attack(victim, images, refs, ["bce", "dice"], AttackConfig(steps=2, targeted=True),
+    result = run_attack(victim, images, refs, Attack(budget={"steps": 2}), target="random", losses=["bce", "dice"],
                         ids=["a", "b", "c"], dataset="toy")
     assert [(r["image_id"], r["loss"]) for r in result.records] == [
         ("a", "bce"), ("a", "dice"), ("b", "bce"), ("b", "dice"), ("c", "bce"), ("c", "dice")]
     assert all(r["dataset"] == "toy" and r["target"] == "random" for r in result.records)
     with pytest.raises(ConfigError, match="lack loss"):
-        run_attack(victim, images, {"bce": masks}, ["bce", "dice"])
+        run_attack(victim, images, {"bce": masks}, losses=["bce", "dice"])
 
 
 def test_weights_frozen_during_and_restored_after() -> None:
@@ -183,15 +182,16 @@ def test_weights_frozen_during_and_restored_after() -> None:
         return bce(out, reference, context)
 
     image, gt = staircase()
-    run_attack(victim, image, gt, {"spy": spy}, AttackConfig(steps=2))
+    run_attack(victim, image, gt, Attack(budget={"steps": 2}), losses={"spy": spy})
     assert seen == {"training": False, "requires_grad": False}
     assert victim.model.training and victim.model.scale.requires_grad and victim.model.scale.grad is None
 
 
 def test_budget_and_keep_images() -> None:
     image, gt = staircase()
-    config = AttackConfig(steps=10, update=UpdateConfig("pgd", eps=4 / 255), keep_images=True)
-    result = run_attack(toy_victim(), image, gt, {"bce": bce}, config, ids=["img"])
+    attack = Attack(rule=PGD(step_size=1 / 255), budget={"eps": 4 / 255})
+    result = run_attack(toy_victim(), image, gt, attack, losses={"bce": bce}, options=EngineOptions(keep_images=True),
+                        ids=["img"])
     (record,) = result.records
     assert not record["success"]  # 4 steps flip 4 rows: mIoU 12/20 = 0.6 > 0.5
     assert record["linf_255"] == pytest.approx(4.0, abs=1e-3) and record["eps"] == pytest.approx(4 / 255)
@@ -202,7 +202,7 @@ def test_budget_and_keep_images() -> None:
 def test_paper_mode_needs_paper_fusion() -> None:
     image, gt = staircase()
     with pytest.raises(ConfigError, match="model.fusion=paper"):
-        run_attack(toy_victim("clean"), image, gt, {"bce": bce}, AttackConfig(mode="paper"))
+        run_attack(toy_victim("clean"), image, gt, Attack(mode="paper"), losses={"bce": bce})
 
 
 def test_random_starts_are_drawn_per_image_and_loss_in_image_major_order() -> None:
@@ -212,11 +212,12 @@ def test_random_starts_are_drawn_per_image_and_loss_in_image_major_order() -> No
     torch.manual_seed(0)
     images = torch.rand(3, 3, SIZE, SIZE)
     gt = torch.zeros(3, 1, SIZE, SIZE)
-    update = UpdateConfig("pgd", eps=8 / 255, random_start=True)
-    config = AttackConfig(mode="paper", steps=2, update=update, success_threshold=2.0, keep_images=True, seed=7)
+    budget = Budget(steps=2, eps=8 / 255, random_start=True)
+    attack = Attack(mode="paper", rule=PGD(), budget=budget, criteria={"success": 1.0})
     losses = {"a": bce, "b": bce}
-    result = run_attack(toy_victim("paper"), images, gt, losses, config, ids=["x", "y", "z"])
-    draws = random_start(images.repeat_interleave(2, 0), update, torch.Generator().manual_seed(7))
+    result = run_attack(toy_victim("paper"), images, gt, attack, losses=losses, options=EngineOptions(keep_images=True),
+                        seed=7, ids=["x", "y", "z"])
+    draws = budget.start(images.repeat_interleave(2, 0), torch.Generator().manual_seed(7))
     for b, image_id in enumerate(("x", "y", "z")):
         for k, name in enumerate(losses):
             assert torch.equal(result.adversarial[(image_id, name)], draws[b * 2 + k])

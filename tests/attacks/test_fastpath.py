@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medis.attacks import fastpath
-from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks import Attack, EngineOptions, run_attack
+from medis.attacks.max_batch import MaxBatchError, auto_max_batch, search_max_batch
 from medis.fusion import fuse
-from medis.attacks.fastpath import (ChannelsLastNet, MaxBatchError, auto_max_batch, compiled, fast_victim,
-                                    search_max_batch, with_memory_format, with_precision)
+from medis.attacks import max_batch as max_batch_module
+from medis.models.wrappers import ChannelsLastNet, FastPath, compiled, fast_victim, with_memory_format, with_precision
 from medis.data.synthetic import render_dermoscopy
 from medis.errors import ConfigError, MedisError
 from medis.losses import PAPER_LOSSES, build_loss
@@ -82,8 +82,9 @@ def assert_outputs_close(out: VictimOutput, expected: VictimOutput, atol: float)
 
 def test_precision_rejects_unknown_value_with_one_line_naming_the_key() -> None:
     victim = build_victim(UNet(base_channels=4, depth=2), 32)
-    for call in (lambda: with_precision(victim, "fp16x"), lambda: fast_victim(victim, precision="fp16x")):
-        with pytest.raises(ConfigError, match=r"attack\.precision='fp16x' must be one of fp32, bf16") as err:
+    for call in (lambda: with_precision(victim, "fp16x"), lambda: fast_victim(victim, precision="fp16x"),
+                 lambda: FastPath(precision="fp16x")):
+        with pytest.raises(ConfigError, match=r"engine\.precision='fp16x' must be one of fp32, bf16") as err:
             call()
         assert "\n" not in str(err.value)
 
@@ -114,9 +115,9 @@ def test_bf16_outputs_are_float32_and_the_wrapper_keeps_model_and_fusion() -> No
 def test_bf16_gives_the_same_fused_success_decisions_as_fp32() -> None:
     victim = trained_unet_victim()
     images, masks = dermoscopy(7, 4)
-    config = AttackConfig(mode="paper", steps=10)
-    plain = run_attack(victim, images, masks, list(PAPER_LOSSES), config).records
-    fast = run_attack(with_precision(victim, "bf16"), images, masks, list(PAPER_LOSSES), config).records
+    attack = Attack(mode="paper", losses=PAPER_LOSSES)
+    plain = run_attack(victim, images, masks, attack).records
+    fast = run_attack(with_precision(victim, "bf16"), images, masks, attack).records
     decisions = [r["success"] for r in plain]
     assert 0 < sum(decisions) < len(decisions)  # not degenerate: 17 of 24 succeed in float32
     assert [(r["image_id"], r["loss"]) for r in fast] == [(r["image_id"], r["loss"]) for r in plain]
@@ -155,7 +156,7 @@ def test_channels_last_matches_plain_and_feeds_the_net_nhwc() -> None:
     assert not fast.model.training  # the eval net's mode: no train-mode warning, eval again after the attack
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run_attack(fast, x, torch.ones(3, 1, 48, 64), ["bce"], AttackConfig(steps=1))
+        run_attack(fast, x, torch.ones(3, 1, 48, 64), Attack(budget={"steps": 1}), losses=["bce"])
     assert not net.training and not any(module.training for module in net.modules())
 
 
@@ -230,9 +231,9 @@ def test_compiled_inductor_matches_plain_in_the_engine() -> None:
     images = torch.rand(3, 3, 24, 32)
     with torch.no_grad():
         masks = victim(images).mask  # the clean prediction: scores start at 1 and fall
-    config = AttackConfig(steps=3)
-    plain = run_attack(victim, images, masks, ["bce", "dice"], config).records
-    records = run_attack(fast, images, masks, ["bce", "dice"], config).records
+    attack = Attack(budget={"steps": 3}, losses=["bce", "dice"])
+    plain = run_attack(victim, images, masks, attack).records
+    records = run_attack(fast, images, masks, attack).records
     assert [r["success"] for r in records] == [r["success"] for r in plain]
     trajectories = [score for r in records for score in r["trajectory"]]
     assert trajectories == pytest.approx([score for r in plain for score in r["trajectory"]], abs=1e-6)
@@ -286,6 +287,10 @@ def test_auto_max_batch_returns_none_on_cpu_without_probing() -> None:
     losses = {"bce": build_loss("bce")}
     assert auto_max_batch(victim, losses, (3, 16, 16), "cpu", cache={}) is None
     assert victim.calls == []
+    # through the engine: max_batch=auto runs every replica at once on a CPU
+    result = run_attack(victim, torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16), Attack(budget={"steps": 1}),
+                        losses=["bce", "dice"], options=EngineOptions(max_batch="auto"))
+    assert victim.calls == [4, 4] and result.forward_replicas == 8
 
 
 def test_auto_max_batch_probes_applies_the_margin_and_caches_per_key() -> None:
@@ -325,15 +330,15 @@ def test_auto_max_batch_searches_again_only_when_a_smaller_upper_capped_it() -> 
 def test_auto_max_batch_key_tells_precision_and_uses_the_module_cache_by_default() -> None:
     victim = LimitedVictim(5)
     losses = {"bce": build_loss("bce")}
-    fastpath.MAX_BATCH_CACHE.clear()
+    max_batch_module.MAX_BATCH_CACHE.clear()
     try:
         assert auto_max_batch(victim, losses, (3, 16, 16), "cpu", probe_devices=("cpu",), margin=1.0) == 5
         assert auto_max_batch(with_precision(victim, "bf16"), losses, (3, 16, 16), "cpu", probe_devices=("cpu",),
                               margin=1.0) == 5
-        keys = list(fastpath.MAX_BATCH_CACHE)
+        keys = list(max_batch_module.MAX_BATCH_CACHE)
         assert len(keys) == 2 and {key[-2] for key in keys} == {"fp32", "bf16"}
     finally:
-        fastpath.MAX_BATCH_CACHE.clear()
+        max_batch_module.MAX_BATCH_CACHE.clear()
 
 
 def test_auto_max_batch_injected_step_and_one_that_never_fits() -> None:

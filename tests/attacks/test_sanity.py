@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medis.attacks.engine import AttackConfig, run_attack
+from medis.attacks import Attack, run_attack
 from medis.attacks.sanity import check_victim
-from medis.attacks.updates import UpdateConfig
+from medis.attacks.rules.pgd import PGD
 from medis.models.frontend import Victim
 
 SIZE = 16
@@ -78,7 +78,7 @@ def test_train_mode_victim_warns_and_is_restored() -> None:
     attacked.model.train()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_attack(attacked, images, masks, ["bce"], AttackConfig(steps=1))
+        run_attack(attacked, images, masks, Attack(budget={"steps": 1}), losses=["bce"])
     assert any("train mode" in str(w.message) for w in caught)
     assert attacked.model.training  # the caller's mode comes back
 
@@ -90,8 +90,8 @@ def test_eps_zero_changes_nothing_and_asr_grows_with_eps() -> None:
     masks = [(image[:1] > 0.5).float() for image in images]  # red within ±0.02..0.12 of the boundary
     asr = []
     for eps in (0.0, 2 / 255, 8 / 255, 32 / 255):
-        config = AttackConfig(steps=10, update=UpdateConfig(rule="pgd", eps=eps, step_size=4 / 255))
-        records = run_attack(victim(), images, masks, ["bce", "dice"], config).records
+        attack = Attack(rule=PGD(step_size=4 / 255), budget={"eps": eps}, losses=["bce", "dice"])
+        records = run_attack(victim(), images, masks, attack).records
         if eps == 0.0:
             assert all(r["linf"] == 0.0 and r["l2"] == 0.0 for r in records)
         asr.append(sum(r["success"] for r in records) / len(records))

@@ -1,4 +1,5 @@
-"""Targets of targeted attacks (SPEC §5): the two-class mIoU table, each target kind, paper mode."""
+"""Targets of targeted attacks (docs/method.md): the two-class mIoU table, each target kind, paper mode,
+and the one target builder (TargetPool) with its batching-independent seeding."""
 
 from __future__ import annotations
 
@@ -8,16 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medis.attacks.targets import (
-    TARGET_KINDS,
-    make_targets,
-    most_similar_index,
-    pairwise_miou,
-    paper_random_targets,
-    resize_mask,
-    same_as_ground_truth,
-    similarity_table,
-)
+from medis.attacks.kinds import TARGET_KINDS, kinds_named
+from medis.attacks.similarity import most_similar_index, pairwise_miou, resize_mask, similarity_table
+from medis.attacks.targets import TargetPool, make_targets, paper_random_targets, same_as_ground_truth
 from medis.errors import ConfigError, DataError
 
 
@@ -157,12 +151,10 @@ def test_most_similar_targets_resized_with_nearest_to_each_image() -> None:
         assert t.shape == m.shape
         assert set(t.unique().tolist()) <= {0.0, 1.0}
         assert torch.equal(t, F.interpolate(masks[j][None], size=m.shape[-2:], mode="nearest")[0])
-    # A precomputed table is used as given.
-    table = torch.tensor([[-1.0, 0.1, 0.9], [0.1, -1.0, 0.2], [0.9, 0.2, -1.0]])
-    t = make_targets("most_similar", masks, table=table)
-    assert torch.equal(t[1], resize_mask(c, (30, 20)))
+    # Images of a larger evaluation set, given by their positions in it: the same targets.
+    assert torch.equal(make_targets("most_similar", [b], positions=[1], pool=masks)[0], targets[1])
     with pytest.raises(DataError):
-        make_targets("most_similar", masks, table=torch.zeros(2, 2))
+        make_targets("most_similar", [a])  # a set of one mask has no "other" mask
 
 
 def test_paper_random_targets_one_shared_mask_per_loss() -> None:
@@ -199,9 +191,39 @@ def test_same_as_ground_truth_flags_images_to_skip() -> None:
 
 
 def test_unknown_kind_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="'grey'.*random, most_similar, white, black, inverted"):
+    with pytest.raises(ConfigError, match="'grey'.*untargeted, random, most_similar, white, black, inverted"):
         make_targets("grey", [torch.zeros(1, 4, 4)])
-    assert TARGET_KINDS == ("random", "most_similar", "white", "black", "inverted")
+    assert list(TARGET_KINDS) == ["untargeted", "random", "most_similar", "white", "black", "inverted"]
+    assert [k for k, kind in TARGET_KINDS.items() if kind.uniform] == ["white", "black"]
+    assert kinds_named("paper") == ["untargeted", "random", "most_similar", "white", "black"]
+    with pytest.raises(ConfigError, match="'some'"):
+        kinds_named("some")
+
+
+def test_one_seeding_scheme_whatever_the_batching() -> None:
+    """A random target depends on the seed and the image's position in the set, never on which other
+    images share its batch: the attack module (a pool with keys) and the library agree."""
+    masks = [random_masks(1, 20 + i, 24, seed=40 + i)[0] for i in range(8)]
+    whole = make_targets("random", masks, seed=5)
+    for position in (0, 3, 7):
+        alone = make_targets("random", [masks[position]], seed=5, positions=[position], pool=masks)
+        assert torch.equal(alone[0], whole[position])
+    pool = TargetPool(masks, keys=[("set", f"id{i}") for i in range(8)], seed=5)
+    batch = [("set", "id6"), ("set", "id2")]
+    module = pool.references("random", [masks[6], masks[2]], pool.positions(batch))
+    assert torch.equal(module[0], whole[6]) and torch.equal(module[1], whole[2])
+    paper = paper_random_targets(masks, ["bce", "dice"], seed=5)
+    assert torch.equal(pool.references("random", masks[:1], [0], ["bce", "dice"], "paper")["dice"][0],
+                       paper["dice"][0])
+
+
+def test_pool_keeps_masks_at_most_pool_size_a_side() -> None:
+    big = torch.zeros(1, 600, 400)
+    big[:, 100:300, 50:250] = 1
+    pool = TargetPool([big, big.flip(-1)], pool_size=256)
+    assert max(pool.masks[0].shape[-2:]) == 256
+    target = pool.mask(1, big)
+    assert target.shape == big.shape and set(target.unique().tolist()) == {0.0, 1.0}
 
 
 def test_similarity_table_of_300_network_size_masks_completes() -> None:
@@ -219,7 +241,7 @@ def test_nearest_indices_match_torch_nearest_resize() -> None:
     """The similarity table picks pixels by index; they must be those of F.interpolate(mode="nearest")."""
     import random
 
-    from medis.attacks.targets import nearest_indices
+    from medis.attacks.similarity import nearest_indices
 
     rng = random.Random(0)
     for _ in range(300):

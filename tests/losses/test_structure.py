@@ -1,4 +1,4 @@
-"""PraNet's structure loss: the formula of SPEC §3.4, per sample, weights applied, safe at extremes."""
+"""PraNet's structure loss: the formula of docs/method.md, per sample, weights applied, safe at extremes."""
 
 from __future__ import annotations
 

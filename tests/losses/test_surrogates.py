@@ -1,4 +1,4 @@
-"""Surrogate losses of SPEC §3: each against a straightforward formula, per sample, gradients that
+"""Surrogate losses of docs/method.md: each against a straightforward formula, per sample, gradients that
 flow, safety at the extremes, and the registry's errors."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def structure_ref(z: torch.Tensor, m: torch.Tensor, weighted_bce: bool) -> torch
 
 
 def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx: LossContext) -> torch.Tensor:
-    """Every loss straight from its formula (SPEC §3 and the papers)."""
+    """Every loss straight from its formula (docs/method.md and the papers)."""
     p = out.prob
     d = dice_ref(p, m)
     bce = bce_ref(p, m)

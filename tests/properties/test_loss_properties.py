@@ -1,4 +1,4 @@
-"""Property-based tests of every surrogate loss of SPEC §3 (``medis.losses.build_loss``).
+"""Property-based tests of every surrogate loss of docs/method.md (``medis.losses.build_loss``).
 
 For random shapes, random binary references (all-zero, all-one, single-pixel and random masks),
 random side logits (saturated ones included, |z| up to 1e4) fused as the victim fuses them

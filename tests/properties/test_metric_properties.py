@@ -1,4 +1,4 @@
-"""Property-based tests of the segmentation metrics of SPEC §2 (``medis.metrics``).
+"""Property-based tests of the segmentation metrics of docs/method.md (``medis.metrics``).
 
 Random batches of binary masks (uniform, single-pixel and random ones, foreground encoded by any
 nonzero value), checked against a straightforward per-image numpy computation and against the

@@ -40,14 +40,8 @@ from pathlib import Path
 
 import pytest
 
-from medis.reporting.compare import (
-    ATTACK_COLUMNS,
-    TRANSFER_COLUMNS,
-    attack_comparison,
-    attack_comparison_markdown,
-    format_eps,
-    write_attack_comparison,
-)
+from medis.reporting.attack_tables import attack_comparison_markdown, format_eps, write_attack_comparison
+from medis.reporting.compare import ATTACK_COLUMNS, TRANSFER_COLUMNS, attack_comparison
 
 EPS8 = 8 / 255
 
@@ -95,10 +89,11 @@ def by_attack(rows: list[dict], target: str) -> dict[str, dict]:
 
 
 def test_rows_order_and_columns() -> None:
-    rows = attack_comparison(targeted() + untargeted())  # targeted first: rows still follow the paper order
+    rows = attack_comparison(targeted() + untargeted())  # targeted first: targets still in registry order
+    # attacks in order of first appearance (pgd's white records come first), the ensemble last
     assert [(row["target"], row["attack"]) for row in rows] == [
-        ("untargeted", "medis"), ("untargeted", "pgd"), ("untargeted", "ensemble"),
-        ("white", "medis"), ("white", "pgd"), ("white", "ensemble"),
+        ("untargeted", "pgd"), ("untargeted", "medis"), ("untargeted", "ensemble"),
+        ("white", "pgd"), ("white", "medis"), ("white", "ensemble"),
     ]
     assert all(tuple(row) == ATTACK_COLUMNS for row in rows)  # no transfer columns without transfer data
     assert all(row["dataset"] == "kvasir" and row["eps"] == EPS8 for row in rows)
@@ -170,7 +165,7 @@ def test_attack_none_or_empty_is_medis_and_ensemble_records_go_to_their_prefix()
            rec("a", "segpgd/segpgd", "untargeted", [0.8, 0.3], None, attack="segpgd"),
            rec("a", "segpgd", "untargeted", [0.8, 0.6], None, attack="cospgd")]
     rows = {row["attack"]: row for row in attack_comparison(run)}
-    assert list(rows) == ["segpgd", "cospgd", "apgd", "ensemble"]
+    assert list(rows) == ["apgd", "segpgd", "cospgd", "ensemble"]  # order of first appearance
     assert rows["apgd"]["asr"] == pytest.approx(100.0) and rows["segpgd"]["asr"] == pytest.approx(0.0)
     assert rows["ensemble"]["adv_miou"] == pytest.approx(0.1)
 

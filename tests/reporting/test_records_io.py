@@ -1,4 +1,4 @@
-"""Crash-safe record CSV (medis.reporting.records_io): round trip, append sessions, cut rows, errors."""
+"""Crash-safe record CSV (medis.reporting.records_io): round trip, reopened writers, cut rows, errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from medis.errors import DataError
+from medis.records import as_record
 from medis.reporting import RECORD_COLUMNS, RecordWriter, completed_keys, read_records
 
 
@@ -61,7 +62,7 @@ def test_round_trip_types(tmp_path: Path) -> None:
     records = [
         rec("a", eps=8 / 255),
         rec("b, with comma", success=False, steps=None, psnr=math.inf, trajectory=[], pruned=True),
-        rec("c", ssim=None, metric=float("nan"), trajectory=[1.0, math.inf]),  # no eps key
+        rec("c", success=False, steps=None, ssim=None, metric=float("nan"), trajectory=[1.0, math.inf]),  # no eps
     ]
     with RecordWriter(path) as writer:
         writer.append(records)
@@ -73,18 +74,19 @@ def test_round_trip_types(tmp_path: Path) -> None:
     assert a["eps"] == 8 / 255  # exact (repr round trip)
     assert a["linf"] == 4 / 255 and a["steps"] == 3 and isinstance(a["steps"], int)
     assert a["success"] is True and a["pruned"] is False
-    assert a["trajectory"] == [0.9, 0.5, 0.25]
+    assert a["trajectory"] == (0.9, 0.5, 0.25)
     assert b["image_id"] == "b, with comma"
     assert b["steps"] is None and b["success"] is False and b["pruned"] is True
-    assert b["psnr"] == math.inf and b["trajectory"] == []
-    assert c["eps"] is None and c["ssim"] is None and math.isnan(c["metric"])
-    assert c["trajectory"] == [1.0, math.inf]
+    assert b["psnr"] == math.inf and b["trajectory"] == ()
+    assert c["eps"] is None and c["ssim"] is None and c["metric"] is None  # NaN: not measured
+    assert c["trajectory"] == (1.0, math.inf)
     # everything else equal to what was written
     expected = {key: None for key in RECORD_COLUMNS} | dict(records[0])  # optional columns absent: None
-    assert a == expected
+    assert dict(a) == expected | {"trajectory": tuple(expected["trajectory"])}
+    assert a == as_record(records[0])
 
 
-def test_header_once_across_sessions(tmp_path: Path) -> None:
+def test_header_once_across_reopened_writers(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "records.csv"
     with RecordWriter(path) as writer:
         writer.append([rec("a"), rec("b")])
@@ -169,7 +171,7 @@ def test_foreign_header_is_refused(tmp_path: Path) -> None:
 def test_invalid_batch_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "records.csv"
     bad = rec("b")
-    del bad["ssim"]
+    bad["ssim"] = "high"
     with RecordWriter(path) as writer:
         with pytest.raises(ValueError, match="ssim"):
             writer.append([rec("a"), bad])

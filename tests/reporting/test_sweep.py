@@ -63,7 +63,7 @@ def eps_target_sweep(root: Path) -> Path:
                 rec("a", "dice", target, 1 if fast else None, eps),
                 rec("b", "dice", target, 4 if fast else None, eps),
             ]
-            write_job(root / str(job), [f"attack.eps={eps}", f"target={target}", "losses=paper6", CKPT], records)
+            write_job(root / str(job), [f"attack.budget.eps={eps}", f"target={target}", "losses=paper6", CKPT], records)
             job += 1
     (root / "multirun.yaml").write_text("hydra: {}\n", encoding="utf-8")
     return root
@@ -91,12 +91,12 @@ def group(rows: list[dict], **where) -> dict[str, dict]:
 def test_job_label_drops_only_split_and_column_keys() -> None:
     overrides = [
         "seed=1", "losses=bce_dice", "losses.names=[bce,dice]", "+losses.weights=[1,2]", "target=white",
-        "target.kinds=[white,black]", "attack.eps=0.0313", "hydra.job.name=x", "hydra/launcher=basic",
-        "resume=true", "attack.steps=20", "++model.width=8", "attack=pgd",
+        "target.kinds=[white,black]", "attack.budget.eps=0.0313", "hydra.job.name=x", "hydra/launcher=basic",
+        "resume=true", "attack.budget.steps=20", "++model.width=8", "attack=pgd",
     ]
-    assert job_label(overrides) == "++model.width=8 attack.steps=20 attack=pgd seed=1"
+    assert job_label(overrides) == "++model.width=8 attack.budget.steps=20 attack=pgd seed=1"
     assert job_label(["losses=bce", "target=white"]) == ""
-    assert job_label(["attack.eps_scale=2"]) == "attack.eps_scale=2"  # not attack.eps itself
+    assert job_label(["attack.budget.eps_scale=2"]) == "attack.budget.eps_scale=2"  # not attack.budget.eps itself
 
 
 def test_find_jobs_natural_order_nested_and_report_skipped(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Success and stop rules of the MedIS attack (Shukla, Gupta, Gupta, 2023; ``shared/SPEC.md`` §4).
+"""Success and stop rules of the MedIS attack (Shukla, Gupta, Gupta, MTAP 2023; docs/method.md).
 
 Each record is a score of the current prediction against the reference: mIoU with the ground truth
 (untargeted: the attacker wants it LOW) or with the target (targeted: HIGH).
@@ -15,10 +15,15 @@ Bookkeeping (``mode``):
   The recorded score is the raw paper mIoU; stop uses it, success uses the corrected one.
 - ``clean``: records after every update including the last, indexed by the number of updates
   (0 = clean image); distortion = that number. One score serves stop and success.
+
+An attack configures its thresholds (:class:`Thresholds`, the ``attack.criteria`` node); the engine
+resolves them for a target kind and a budget into a :class:`Criteria`.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +35,32 @@ DEFAULT_STOP = {False: 0.2, True: 0.95}      # keyed by targeted
 DEFAULT_SUCCESS = {False: 0.5, True: 0.45}
 EXACT = "exact"
 """``stop_threshold`` value: stop only at a perfect score."""
+NEVER = "never"
+"""``stop_threshold`` value: never stop early (every replica runs all its steps: equal work, for timing)."""
+STOP_WORDS = (EXACT, NEVER)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """An attack's configured stop and success thresholds (``attack.criteria``).
+
+    Attributes:
+        stop: stop iterating once the score reaches it; ``None``: 0.2 untargeted / 0.95 targeted;
+            ``"exact"``: only at a perfect score (every pixel won: DAG's rule, or "run to the limit");
+            ``"never"``: run every step whatever the score (equal work, for benchmarks).
+        success: the success threshold; ``None``: 0.5 untargeted / 0.45 targeted.
+    """
+
+    stop: float | str | None = None
+    success: float | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in (("stop", self.stop), ("success", self.success)):
+            if value is None or (key == "stop" and value in STOP_WORDS):
+                continue
+            if isinstance(value, (bool, str)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                allowed = f"in [0, 1], {EXACT!r}, {NEVER!r} or null" if key == "stop" else "in [0, 1] or null"
+                raise ConfigError(f"attack.criteria.{key} must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -55,14 +86,15 @@ class Criteria:
         if self.mode not in MODES:
             raise ConfigError(f"attack.mode={self.mode!r} must be one of {MODES}")
         if self.steps < 1:
-            raise ConfigError(f"attack.steps must be >= 1, got {self.steps}")
-        if isinstance(self.stop_threshold, str) and self.stop_threshold != EXACT:
-            raise ConfigError(f"attack.stop_threshold must be a number, {EXACT!r} or null, got {self.stop_threshold!r}")
+            raise ConfigError(f"attack.budget.steps must be >= 1, got {self.steps}")
+        Thresholds(self.stop_threshold, self.success_threshold)  # validates both
 
     @property
     def stop_at(self) -> float:
         if self.stop_threshold == EXACT:
             return 1.0 if self.targeted else 0.0
+        if self.stop_threshold == NEVER:
+            return math.inf if self.targeted else -math.inf
         return DEFAULT_STOP[self.targeted] if self.stop_threshold is None else self.stop_threshold
 
     @property

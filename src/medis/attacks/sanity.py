@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from medis.attacks.engine import frozen
+from medis.models.frontend import frozen
 from medis.metrics import paper_miou
 from medis.models.frontend import VictimOutput
 

@@ -1,6 +1,6 @@
 """A map-style dataset of (image, mask) pairs found by :mod:`medis.data.layouts`.
 
-Each item is a *sample* (the contract of ``shared/ARCHITECTURE.md``)::
+Each item is a *sample* (the contract of docs/architecture.md)::
 
     {"image": float32 (3, H, W) in [0, 1], "mask": float32 (1, H, W) in {0, 1},
      "id": str, "dataset": str}

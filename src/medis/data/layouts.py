@@ -5,7 +5,7 @@ images of the set (ISIC 2017 superpixel maps and metadata CSVs, ISIC 2018 LICENS
 files, Kvasir's bounding-box JSON), and fails with one line naming the folder or file when the
 folder is missing, an image has no mask (or the reverse), or nothing is found.
 
-Layouts (see ``shared/DATA.md``):
+Layouts (see docs/data.md):
 
 ========================  =========================================================================
 ``isic2016``              ``ISBI2016_ISIC_Part1_{Training,Test}_Data/ISIC_NNNNNNN.jpg`` +

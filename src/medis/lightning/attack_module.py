@@ -7,9 +7,10 @@ runs :func:`medis.attacks.engine.run_attack` with all losses at once, and stream
 ``<output_dir>/records.csv`` as each batch finishes (complete rows only). With ``resume=True``
 records already on disk are kept and their (image, target, loss) work is not redone.
 
-Random and most-similar targets are drawn from the test set's own masks (kept at most
-``pool_size`` pixels a side): random targets are seeded per image (clean mode) or one per loss for
-the whole set (paper mode, as the MedIS notebooks); the most-similar table is computed once.
+Random and most-similar targets come from a :class:`~medis.attacks.targets.TargetPool` of the test
+set's own masks (kept at most ``pool_size`` pixels a side), the builder library callers use too:
+random targets are seeded per image (clean mode) or one per loss for the whole set (paper mode, as
+the MedIS notebooks); the most-similar table is computed once.
 
 With several processes (DDP) every rank streams to its own ``records.rank<r>.csv`` and, at the end
 of the test epoch, rank 0 merges them into ``records.csv`` with one record per (image, target,
@@ -17,9 +18,8 @@ loss): the distributed sampler repeats samples to pad the last batch (:mod:`medi
 Callbacks that need all the records (fusion, gallery) therefore run in ``on_test_end``.
 
 For the first ``gallery_size`` images of every target the module also keeps, in ``gallery``, the
-clean and adversarial images and predictions of the loss parallel fusion would pick (the
-successful loss with the fewest steps; when none succeeded, the loss with the best final metric),
-for :class:`medis.lightning.gallery.AdversarialGallery`.
+clean and adversarial images and predictions of the record parallel fusion picks
+(:func:`medis.fusion.representative`), for :class:`medis.lightning.gallery_callback.AdversarialGallery`.
 
 Before attacking, rank 0 audits the test split's masks (:mod:`medis.data.audit`) and checks the
 victim on the first batch (:mod:`medis.attacks.sanity`: stochastic output, gradient masking, clean
@@ -39,37 +39,42 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from medis.attacks.engine import AttackConfig, AttackResult, run_attack
+from medis.attacks.attack import Attack
+from medis.attacks.engine import AttackResult, EngineOptions, run_attack
+from medis.attacks.ensemble import Ensemble
+from medis.attacks.kinds import target_kind
 from medis.attacks.sanity import check_victim
+from medis.attacks.targets import TargetPool, same_as_ground_truth
+from medis.cpu_memory import release_free_heap
 from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
-from medis.attacks.targets import most_similar_index, resize_mask, same_as_ground_truth, similarity_table
-from medis.attacks.fastpath import auto_max_batch, fast_victim
-from medis.attacks.plan import Member, attack_members, run_options
 from medis.errors import ConfigError
-from medis.lightning.heap import release_free_heap
+from medis.fusion import representative
 from medis.losses import build_loss
 from medis.models.frontend import Victim
+from medis.models.wrappers import FastPath
+from medis.records import Record
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 
 TRIM_EVERY = 1
-"""Batches between two ``malloc_trim`` calls: every batch (a trim costs milliseconds; every 16th
-batch left RSS growing 8% over the second half of bench/attack_memory.py, every batch 2.6%)."""
-TARGETS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
+"""Batches between two ``malloc_trim`` calls (:mod:`medis.cpu_memory`): every batch (a trim costs
+milliseconds; every 16th batch left RSS growing 8% over the second half of bench/attack_memory.py,
+every batch 2.6%)."""
 
 
 class AttackModule(pl.LightningModule):
-    """MedIS over a test set (see the module docstring).
+    """An attack (or an ensemble) over a test set (see the module docstring).
 
     Args:
         victim: the differentiable victim (``conf/model``).
-        attack: the ``attack`` config node as a dict (mode, steps, update, step_size, eps, ...; an
-            ensemble's ``members``; see :mod:`medis.attacks.plan`).
+        attack: an :class:`~medis.attacks.attack.Attack` or an :class:`~medis.attacks.ensemble.Ensemble`
+            (``conf/attack``).
         losses: loss names (``conf/losses``), for attacks without their own.
-        targets: target kinds, ``untargeted`` included or not (``conf/target``).
+        targets: target kinds of :data:`~medis.attacks.kinds.TARGET_KINDS` (``conf/target``).
         output_dir: where ``records.csv`` goes.
+        engine: how the engine runs (``conf/engine``); ``fast_path``: the victim's fast-path wrappers.
         resume: keep the records on disk and skip their work.
         seed: random targets and random starts.
         pool_size: longest side of the masks kept for random and most-similar targets.
@@ -78,36 +83,41 @@ class AttackModule(pl.LightningModule):
             transfer; ``transfer_metric``/``transfer_success`` in the records).
     """
 
-    def __init__(self, victim: Victim, attack: dict[str, Any], losses: Sequence[str], targets: Sequence[str],
-                 output_dir: str, resume: bool = False, seed: int = 0, pool_size: int = 256,
-                 gallery_size: int = 4, transfer_victim: Victim | None = None) -> None:
+    def __init__(self, victim: Victim, attack: Attack | Ensemble, losses: Sequence[str], targets: Sequence[str],
+                 output_dir: str, engine: EngineOptions | None = None, fast_path: FastPath | None = None,
+                 resume: bool = False, seed: int = 0, pool_size: int = 256, gallery_size: int = 4,
+                 transfer_victim: Victim | None = None) -> None:
         super().__init__()
-        bad = [kind for kind in targets if kind not in TARGETS]
-        if bad or not targets:
-            raise ConfigError(f"unknown target(s) {bad or '[]'}; valid: {', '.join(TARGETS)}")
-        self.options = run_options(attack)
-        self.members = attack_members(attack, losses, seed)
-        self.victim = fast_victim(victim, channels_last=self.options.channels_last, compile=self.options.compile,
-                                  compile_mode=self.options.compile_mode, precision=self.options.precision)
+        if not targets:
+            raise ConfigError("target.kinds is empty; name at least one target kind")
+        try:
+            self.kinds = [target_kind(kind) for kind in targets]
+        except ConfigError as err:
+            raise ConfigError(f"target.kinds: {err}") from None
+        self.attack = attack.with_losses(losses)
+        self.ensemble = self.attack if isinstance(self.attack, Ensemble) else None
+        self.members = list(self.ensemble.members) if self.ensemble else [self.attack]
+        self.engine = engine or EngineOptions()
+        self.victim = (fast_path or FastPath()).wrap(victim)
         self.transfer_victim = transfer_victim
-        self.losses = [label for member in self.members for label in member.labels]
-        self.targets = list(targets)
-        self.plans = {kind: [(member, member.config(kind != "untargeted", kind, seed)) for member in self.members]
-                      for kind in self.targets}
+        self.losses = [label for member in self.members for label in self._labels(member)]
+        self.targets = [kind.name for kind in self.kinds]
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.seed = seed
         self.pool_size = pool_size
-        self.records: list[dict] = []
+        self.records: list[Record] = []
         self.gallery_size = gallery_size
         self.gallery: dict[str, list[dict]] = {kind: [] for kind in self.targets}
         self.checks: dict[str, dict] = {}
         self._skipped: dict[str, set[tuple[str, str]]] = {kind: set() for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
-        self._pool: list[torch.Tensor] = []
-        self._pool_index: dict[tuple[str, str], int] = {}
-        self._similar: torch.Tensor | None = None
+        self._pool: TargetPool | None = None
+
+    def _labels(self, member: Attack) -> dict[str, str]:
+        """``{records' loss label: registry name}`` of a member (qualified in an ensemble)."""
+        return {(self.ensemble.label(member, loss) if self.ensemble else loss): loss for loss in member.losses}
 
     # ------------------------------------------------------------------ set-up
     def on_test_start(self) -> None:
@@ -143,52 +153,25 @@ class AttackModule(pl.LightningModule):
     def _scan_test_masks(self) -> None:
         """One pass over the masks of the whole test split (targets come from the whole set, not
         this job's shard): the audit (noted by rank 0) and, for random and most-similar targets,
-        the pool of downsampled masks and the most-similar table. Images are not read."""
+        the :class:`~medis.attacks.targets.TargetPool`. Images are not read."""
         dataset = self.trainer.datamodule.dataset("test", sharded=False)
-        audit, pooled = MaskAudit(), bool({"random", "most_similar"} & set(self.targets))
-        for index, entry in enumerate(dataset.samples):
+        audit, pooled = MaskAudit(), any(kind.pooled for kind in self.kinds)
+        masks, keys = [], []
+        for entry in dataset.samples:
             mask = audit.add(entry.mask, read_mask_levels(entry.mask))
-            if not pooled:
-                continue
-            mask = torch.from_numpy(mask).float()[None]
-            scale = self.pool_size / max(mask.shape[-2:])
-            if scale < 1:
-                size = (max(1, round(mask.shape[-2] * scale)), max(1, round(mask.shape[-1] * scale)))
-                mask = resize_mask(mask, size)
-            self._pool.append(mask)
-            self._pool_index[(dataset.dataset_name or entry.dataset, entry.id)] = index
-        if "most_similar" in self.targets:
-            self._similar = most_similar_index(similarity_table(self._pool))
+            if pooled:
+                masks.append(torch.from_numpy(mask).float()[None])
+                keys.append((dataset.dataset_name or entry.dataset, entry.id))
+        if pooled:
+            self._pool = TargetPool(masks, keys, seed=self.seed, pool_size=self.pool_size)
         if self.global_rank == 0:
             self._note("masks", audit.as_dict())
 
-    def _draw(self, stream: int) -> int:
-        """Pool index of a random target from its own seeded stream, so that draws do not depend
-        on batching: stream = the image's position in the test set (clean mode), or 10⁹ + the loss's
-        position (paper mode: one target per loss for the whole set, as the notebooks draw)."""
-        generator = torch.Generator().manual_seed(self.seed * 7919 + stream)
-        return int(torch.randint(len(self._pool), (1,), generator=generator))
-
-    def _references(self, kind: str, masks: list[torch.Tensor], keys: list[tuple[str, str]]):
-        """Targets for the images of a batch (a list, or ``{loss: list}`` for the paper's random targets)."""
-        if kind == "untargeted":
-            return masks
-        if kind == "white":
-            return [torch.ones_like(m) for m in masks]
-        if kind == "black":
-            return [torch.zeros_like(m) for m in masks]
-        if kind == "inverted":
-            return [1 - m for m in masks]
-
-        def from_pool(index: int, like: torch.Tensor) -> torch.Tensor:
-            return resize_mask(self._pool[index], tuple(like.shape[-2:])).to(like)
-
-        indices = [self._pool_index[key] for key in keys]
-        if kind == "most_similar":
-            return [from_pool(int(self._similar[i]), m) for i, m in zip(indices, masks)]
-        if self.plans[kind][0][1].mode == "paper":
-            return {loss: [from_pool(self._draw(10**9 + k), m) for m in masks] for k, loss in enumerate(self.losses)}
-        return [from_pool(self._draw(i), m) for i, m in zip(indices, masks)]
+    def _references(self, kind, masks: list[torch.Tensor], keys: list[tuple[str, str]]):
+        """Targets for the images of a batch (a list, or ``{loss label: list}`` for the paper's random
+        targets), built by the kind's builder from the pool."""
+        positions = self._pool.positions(keys) if self._pool is not None else []
+        return kind.build(self._pool, masks, positions, self.losses, self.members[0].mode)
 
     # ------------------------------------------------------------------ the attack
     def _note(self, name: str, findings: dict) -> None:
@@ -204,53 +187,48 @@ class AttackModule(pl.LightningModule):
             self._note("victim", check_victim(self.victim, images[:4], masks[:4]).as_dict())
         for dataset in dict.fromkeys(batch["dataset"]):
             rows = [i for i, name in enumerate(batch["dataset"]) if name == dataset]
-            for kind in self.targets:
+            for kind in self.kinds:
                 self._attack_group(kind, dataset, [images[i] for i in rows], [masks[i] for i in rows],
                                    [batch["id"][i] for i in rows])
 
-    def _attack_group(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
+    def _attack_group(self, kind, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
                       ids: list[str]) -> None:
         keys = [(dataset, image_id) for image_id in ids]
         references = self._references(kind, masks, keys)
         keep = list(range(len(ids)))
-        if kind != "untargeted" and not isinstance(references, dict):  # per-loss targets: not skipped
+        if kind.targeted and not isinstance(references, dict):  # per-loss targets: not skipped
             equal = same_as_ground_truth(references, masks)
-            self._skipped[kind] |= {keys[i] for i in range(len(ids)) if bool(equal[i])}
+            self._skipped[kind.name] |= {keys[i] for i in range(len(ids)) if bool(equal[i])}
             keep = [i for i in keep if not bool(equal[i])]
-        wanted = self.gallery_size - len(self.gallery[kind])
+        wanted = self.gallery_size - len(self.gallery[kind.name])
         result = AttackResult(records=[])
-        for member, config in self.plans[kind]:
-            result.extend(self._attack_member(member, config, wanted > 0, dataset, images, references, ids, keep))
+        for member in self.members:
+            result.extend(self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, keep))
         self.records.extend(result.records)
         assert self._writer is not None
         self._writer.append(result.records)
-        kept = [i for i in keep if any(r["image_id"] == ids[i] for r in result.records)]
+        kept = [i for i in keep if any(r.image_id == ids[i] for r in result.records)]
         if wanted > 0 and kept:
             pick = (lambda seq: [seq[i] for i in kept])
             reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
-            self._keep_for_gallery(kind, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
+            self._keep_for_gallery(kind.name, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
 
-    def _attack_member(self, member: Member, config: AttackConfig, keep_images: bool, dataset: str, images: list[torch.Tensor],
+    def _attack_member(self, member: Attack, kind, keep_images: bool, dataset: str, images: list[torch.Tensor],
                        references, ids: list[str], keep: list[int]) -> AttackResult:
         """One attack of the plan on the images of ``keep`` it has not finished (resume)."""
-        kind = config.kind
-        todo = [i for i in keep if any((dataset, ids[i], kind, label) not in self._done for label in member.labels)]
+        labels = self._labels(member)
+        todo = [i for i in keep if any((dataset, ids[i], kind.name, label) not in self._done for label in labels)]
         if not todo:
             return AttackResult(records=[])
         pick = (lambda seq: [seq[i] for i in todo])
         if isinstance(references, dict):
-            reference = {label: pick(references[label]) for label in member.labels}
+            reference = {label: pick(references[label]) for label in labels}
         else:
             reference = pick(references)
-        loss_fns = {member.label(loss): build_loss(loss, config.mode) for loss in member.losses}
-        if self.options.auto_max_batch:
-            largest = max((image.shape for image in pick(images)), key=lambda shape: shape[-1] * shape[-2])
-            config = dataclasses.replace(config, max_batch=auto_max_batch(self.victim, loss_fns, tuple(largest),
-                                                                          self.device))
-        if keep_images:
-            config = dataclasses.replace(config, keep_images=True)
-        return run_attack(self.victim, pick(images), reference, loss_fns, config, pick(ids), dataset,
-                          transfer_to=self.transfer_victim)
+        loss_fns = {label: build_loss(loss, member.mode) for label, loss in labels.items()}
+        options = dataclasses.replace(self.engine, keep_images=True) if keep_images else self.engine
+        return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,
+                          seed=self.seed, ids=pick(ids), dataset=dataset, transfer_to=self.transfer_victim)
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -260,29 +238,22 @@ class AttackModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ gallery
     def _keep_for_gallery(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
-                          references, ids: list[str], result, wanted: int) -> None:
+                          references, ids: list[str], result: AttackResult, wanted: int) -> None:
         """Keep up to ``wanted`` gallery entries (see the module docstring) from one attacked group."""
-        targeted = kind != "untargeted"
         for i, image_id in enumerate(ids[:wanted]):
-            mine = [r for r in result.records if r["image_id"] == image_id]
-            won = [r for r in mine if r["success"]]
-            sign = -1.0 if targeted else 1.0
-            if won:
-                best = min(won, key=lambda r: (r["steps"], sign * r["metric"], r["loss"]))
-            else:
-                best = min(mine, key=lambda r: (sign * r["metric"], r["loss"]))
-            adversarial = result.adversarial[(image_id, best["loss"])]
-            reference = references[best["loss"]][i] if isinstance(references, dict) else references[i]
+            best = representative(r for r in result.records if r.image_id == image_id)
+            adversarial = result.adversarial[(image_id, best.loss)]
+            reference = references[best.loss][i] if isinstance(references, dict) else references[i]
             with torch.no_grad():
                 probs = self.victim(torch.stack([images[i], adversarial.to(images[i])])).prob.cpu()
             self.gallery[kind].append({
-                "dataset": dataset, "id": image_id, "loss": best["loss"], "success": bool(best["success"]),
-                "steps": best["steps"], "image": images[i].detach().cpu(), "adversarial": adversarial,
+                "dataset": dataset, "id": image_id, "loss": best.loss, "success": best.success,
+                "steps": best.steps, "image": images[i].detach().cpu(), "adversarial": adversarial,
                 "mask": masks[i].detach().cpu(), "reference": reference.detach().cpu(),
                 "clean_prob": probs[0], "adversarial_prob": probs[1]})
 
     def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.lightning.heap`)."""
+        """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.cpu_memory`)."""
         if (batch_idx + 1) % TRIM_EVERY == 0:
             release_free_heap()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,20 +10,49 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import medis.config  # noqa: F401  (registers the config resolvers)
+from medis.attacks.attack import as_part
+from medis.attacks.engine import EngineOptions
+from medis.errors import ConfigError
 from medis.lightning.attack_module import AttackModule
-from medis.lightning.callbacks import FusionCallback
+from medis.lightning.fusion_callback import FusionCallback
 from medis.lightning.training import job_trainer
+from medis.models.wrappers import FastPath
+
+
+def engine_options(node: DictConfig | dict) -> tuple[EngineOptions, FastPath]:
+    """The ``engine`` config node split into the engine's options and the victim's fast path, by
+    their fields (an unknown key is a one-line error naming both lists)."""
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    names = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (EngineOptions, FastPath)}
+    unknown = sorted(set(values) - names[EngineOptions] - names[FastPath])
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in engine; valid: {', '.join(sorted(set().union(*names.values())))}")
+    return tuple(as_part({k: v for k, v in values.items() if k in names[cls]}, cls, "engine")  # type: ignore[return-value]
+                 for cls in (EngineOptions, FastPath))
+
+
+def build_attack_module(cfg: DictConfig, **overrides: Any) -> AttackModule:
+    """The :class:`AttackModule` of ``cfg`` (``conf/attack.yaml``); ``overrides`` replace its arguments
+    (e.g. ``victim=``)."""
+    engine, fast_path = engine_options(cfg.engine)
+    transfer = cfg.get("transfer_to")
+    arguments: dict[str, Any] = dict(
+        attack=instantiate(cfg.attack, _convert_="all"), losses=list(cfg.losses.names), targets=list(cfg.target.kinds),
+        output_dir=cfg.paths.output_dir, engine=engine, fast_path=fast_path, resume=cfg.resume, seed=cfg.seed,
+        gallery_size=cfg.gallery_size)
+    arguments.update(overrides)
+    if "victim" not in arguments:
+        arguments["victim"] = instantiate(cfg.model)
+    if "transfer_victim" not in arguments:
+        arguments["transfer_victim"] = instantiate(cfg.model, checkpoint=transfer) if transfer else None
+    return AttackModule(**arguments)
 
 
 def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``."""
     pl.seed_everything(cfg.seed, workers=True)
-    attack = OmegaConf.to_container(cfg.attack, resolve=True)
-    transfer = cfg.get("transfer_to")
-    module = AttackModule(victim=instantiate(cfg.model), attack=attack, losses=list(cfg.losses.names),
-                          targets=list(cfg.target.kinds), output_dir=cfg.paths.output_dir, resume=cfg.resume,
-                          seed=cfg.seed, gallery_size=cfg.gallery_size,
-                          transfer_victim=instantiate(cfg.model, checkpoint=transfer) if transfer else None)
+    module = build_attack_module(cfg)
     datamodule = instantiate(cfg.data)
     with job_trainer(cfg, inference_mode=False) as trainer:
         trainer.test(module, datamodule=datamodule)

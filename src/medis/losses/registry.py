@@ -1,7 +1,7 @@
 """Surrogate losses by name: ``build_loss(name, mode)`` -> ``fn(outputs, reference, ctx) -> (B,)``.
 
 ``mode`` is ``"paper"`` (the forms of the MedIS notebooks, Shukla, Gupta, Gupta, Multimedia Tools
-and Applications 2023, quirks included) or ``"clean"`` (the published forms); SPEC §3.
+and Applications 2023, quirks included) or ``"clean"`` (the published forms) (docs/method.md, "Surrogate losses").
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ MODES = ("clean", "paper")
 PAPER_LOSSES = ("logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined")
 COMBINED_WEIGHTS: Mapping[str, float] = {
     "structure": 0.21, "logcosh_dice": 0.18, "bce_dice": 0.20, "exp_log": 0.15, "lovasz": 0.26}
-"""Weights of the MedIS combined loss (SPEC §3.6)."""
+"""Weights of the MedIS combined loss (docs/method.md)."""
 
 ProbLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -129,6 +129,17 @@ for _mode in MODES:
     _LOSSES.setdefault("combined", {})[_mode] = _combined(_mode)
 
 LOSS_NAMES: tuple[str, ...] = PAPER_LOSSES + tuple(name for name in _LOSSES if name not in PAPER_LOSSES)
+SEA_LOSSES: tuple[str, ...] = ("masked_bce", "js", "masked_logit")
+"""The three APGD losses of SEA (Croce, Singh, Hein, ECCV 2024)."""
+LOSS_SETS: Mapping[str, tuple[str, ...]] = {"all": LOSS_NAMES, "paper": PAPER_LOSSES, "sea": SEA_LOSSES}
+"""Named selections of the registry (``conf/losses`` reads them through the ``medis.losses`` resolver)."""
+
+
+def loss_set(name: str) -> list[str]:
+    """The names of a selection of :data:`LOSS_SETS` (``all``, ``paper``, ``sea``); ConfigError otherwise."""
+    if name not in LOSS_SETS:
+        raise ConfigError(f"unknown loss selection {name!r}; valid: {', '.join(LOSS_SETS)}")
+    return list(LOSS_SETS[name])
 
 
 def build_loss(name: str, mode: str = "clean") -> LossFn:

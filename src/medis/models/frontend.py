@@ -29,8 +29,9 @@ layers with differentiable approximations"):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +165,27 @@ class Victim(nn.Module):
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         return self
+
+
+@contextlib.contextmanager
+def frozen(model: Any) -> Iterator[None]:
+    """Eval mode and no parameter gradients for ``model`` inside the block (an attack's rule: only
+    the input gets gradients); the previous mode and flags are restored. A no-op for anything that
+    is not an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -16,7 +16,7 @@ from typing import Any
 
 from medis.fusion import FUSED_LOSS, choose_per_image
 from medis.reporting.atomic import atomic_write
-from medis.reporting.summary import _target_order
+from medis.reporting.tables import target_order
 from medis.reporting.sweep import JOB_KEY, NO_LABEL
 
 __all__ = ["plot_asr_vs_eps", "plot_distortion_histogram"]
@@ -58,7 +58,7 @@ def _asr_panels(rows: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str,
             continue
         key = (row.get(JOB_KEY, ""), row["dataset"], row["target"])
         panels.setdefault(key, {}).setdefault(row["loss"], []).append((float(row["eps"]) * 255, float(row["asr"])))
-    ordered = sorted(panels.items(), key=lambda item: (item[0][0], item[0][1], _target_order(item[0][2])))
+    ordered = sorted(panels.items(), key=lambda item: (item[0][0], item[0][1], target_order(item[0][2])))
     return {key: {loss: sorted(points) for loss, points in lines.items()} for key, lines in ordered}
 
 
@@ -103,7 +103,7 @@ def _fused_steps(records: Iterable[Mapping]) -> dict[str, list[int]]:
     steps: dict[str, list[int]] = {}
     for record in choose_per_image(records, by=(JOB_KEY,)).values():
         steps.setdefault(record["target"], []).append(int(record["steps"]))
-    return dict(sorted(steps.items(), key=lambda item: _target_order(item[0])))
+    return dict(sorted(steps.items(), key=lambda item: target_order(item[0])))
 
 
 def plot_distortion_histogram(records: Iterable[Mapping], path: str | os.PathLike) -> Path | None:

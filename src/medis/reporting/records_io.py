@@ -1,10 +1,10 @@
 """Crash-safe CSV streaming of attack records, and reading them back for resume and reporting.
 
-A *record* is one row per (image, target kind, loss) (see ``ARCHITECTURE.md``, "Record"): the flat
-table that :mod:`medis.fusion` and the reports consume. During an attack the records are appended
-to ``records.csv`` as batches finish, so that an interrupted run can resume: the rows already on
-disk name the (dataset, image, target, loss) triples that need no second attack
-(:func:`completed_keys`).
+A *record* (:class:`medis.records.Record`) is one row per (image, target kind, loss): the flat table
+that :mod:`medis.fusion` and the reports consume (docs/architecture.md, "Contracts"). During an
+attack the records are appended to ``records.csv`` as batches finish, so that an interrupted run can
+resume: the rows already on disk name the (dataset, image, target, loss) triples that need no second
+attack (:func:`completed_keys`).
 
 Crash safety rests on three rules:
 
@@ -16,161 +16,38 @@ Crash safety rests on three rules:
   so the next append starts on a fresh line instead of gluing a new row onto a cut one (the cut
   record was never complete, hence not in :func:`completed_keys`, and is attacked again).
 
-Format: UTF-8 CSV with the header :data:`RECORD_COLUMNS`, ``\\n`` line endings. ``success`` and
-``pruned`` are ``True``/``False``; ``steps`` is an int or empty (``None``); floats are written
-with ``repr`` (exact round trip; ``inf``/``nan`` included), empty for ``None``; ``eps`` is empty
-when the record has none; ``trajectory`` is a JSON list of floats. The optional columns ``attack``
-(name of the attack), ``forwards``/``backwards`` (passes spent on the replica), ``transfer_metric``
-and ``transfer_success`` (the adversarial image judged on another model) are empty when absent.
-Keys of a record outside :data:`RECORD_COLUMNS` (e.g. an adversarial image) are not stored. Files
-with the older header :data:`LEGACY_COLUMNS` are read (new keys ``None``), not appended to.
+Format: UTF-8 CSV with the header :data:`~medis.records.RECORD_COLUMNS`, ``\\n`` line endings, each
+row encoded by :func:`medis.records.encode_row` (floats as ``repr``, ``None`` as an empty field,
+``trajectory`` as a JSON list). Files with the older header :data:`~medis.records.LEGACY_COLUMNS`
+are read (newer columns ``None``), not appended to.
 
-Pure Python (csv, json, os): no pandas, no torch, no Lightning/Hydra/W&B.
+Pure Python (csv, os): no pandas, no torch, no Lightning/Hydra/W&B.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-import numbers
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
 
 from medis.errors import DataError
+from medis.records import (LEGACY_COLUMNS, RECORD_COLUMNS, Record, RowError, as_records, decode_row, encode_row,
+                           record_key)
 
-__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "record_key",
-           "records_csv_text"]
+__all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "record_key", "records_csv_text"]
 
-RECORD_COLUMNS: tuple[str, ...] = (
-    "dataset",
-    "image_id",
-    "target",
-    "loss",
-    "mode",
-    "eps",
-    "success",
-    "steps",
-    "metric",
-    "pruned",
-    "linf",
-    "l2",
-    "linf_255",
-    "l2_255",
-    "ssim",
-    "psnr",
-    "trajectory",
-    "attack",
-    "forwards",
-    "backwards",
-    "transfer_metric",
-    "transfer_success",
-)
-"""The fixed column order of ``records.csv``."""
-LEGACY_COLUMNS: tuple[str, ...] = RECORD_COLUMNS[: RECORD_COLUMNS.index("trajectory") + 1]
-"""The header of records files written before ``attack`` and the columns after it existed; such
-files are still read (the newer keys come back as ``None``) but not appended to."""
-
-_STR_COLUMNS = ("dataset", "image_id", "target", "loss", "mode", "attack")
-_BOOL_COLUMNS = ("success", "pruned", "transfer_success")
-_FLOAT_COLUMNS = ("metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr")
-_INT_COLUMNS = ("steps", "forwards", "backwards")
-_OPTIONAL_COLUMNS = ("eps", "attack", "forwards", "backwards", "transfer_metric", "transfer_success")
-"""Columns a record may lack (written empty, read back as ``None``)."""
 _HEADER_LINE = ",".join(RECORD_COLUMNS) + "\n"
 
 
-# --------------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------------
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None
-
-
-def _encode_float(value: Any, key: str) -> str:
-    if _is_missing(value):
-        return ""
-    if isinstance(value, (bool, str)):
-        raise ValueError(f"record field {key!r} must be a number, got {value!r}")
-    try:
-        return repr(float(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"record field {key!r} must be a number, got {value!r}") from None
-
-
-def _encode_bool(value: Any, key: str) -> str:
-    if isinstance(value, str) and value in ("True", "False"):
-        return value
-    try:
-        if value in (0, 1):  # bool, numpy.bool_, 0 / 1
-            return str(bool(value))
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"record field {key!r} must be a bool, got {value!r}")
-
-
-def _encode_steps(value: Any, key: str = "steps") -> str:
-    if _is_missing(value):
-        return ""
-    if isinstance(value, (bool, str)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"record field {key!r} must be an int or None, got {value!r}")
-    as_float = float(value)
-    if math.isnan(as_float):  # NaN is how Parquet/pandas spell a missing int
-        return ""
-    if not as_float.is_integer():
-        raise ValueError(f"record field {key!r} must be an int or None, got {value!r}")
-    return str(int(as_float))
-
-
-def _encode_trajectory(value: Any) -> str:
-    if _is_missing(value):
-        return "[]"
-    try:
-        return json.dumps([float(v) for v in value])
-    except (TypeError, ValueError):
-        raise ValueError(f"record field 'trajectory' must be a list of floats, got {value!r}") from None
-
-
-def _encode(record: Mapping) -> list[str]:
-    """One record -> its CSV fields in :data:`RECORD_COLUMNS` order; ValueError if unusable."""
-    if not isinstance(record, Mapping):
-        raise TypeError(f"a record must be a mapping, got {type(record).__name__}")
-    missing = [key for key in RECORD_COLUMNS if key not in record and key not in _OPTIONAL_COLUMNS]
-    if missing:
-        where = ", ".join(f"{key}={record.get(key, '?')!r}" for key in ("dataset", "image_id", "target", "loss"))
-        raise ValueError(f"record ({where}) is missing key(s) {missing}")
-    fields: list[str] = []
-    for key in RECORD_COLUMNS:
-        value = record.get(key)
-        if key in _OPTIONAL_COLUMNS and _is_missing(value):
-            fields.append("")
-        elif key in _STR_COLUMNS:
-            if _is_missing(value):
-                raise ValueError(f"record field {key!r} is None")
-            fields.append(str(value))
-        elif key in _BOOL_COLUMNS:
-            fields.append(_encode_bool(value, key))
-        elif key in _INT_COLUMNS:
-            fields.append(_encode_steps(value, key))
-        elif key == "trajectory":
-            fields.append(_encode_trajectory(value))
-        else:  # eps and the float columns
-            fields.append(_encode_float(value, key))
-    return fields
-
-
-def _rows_text(records: Iterable[Mapping]) -> str:
+def _rows_text(records: Iterable[Record | Mapping]) -> str:
     """The CSV text of a batch of records (all validated before anything is written)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    for record in records:
-        writer.writerow(_encode(record))
+    for record in as_records(records):
+        writer.writerow(encode_row(record))
     return buffer.getvalue()
 
 
@@ -179,7 +56,7 @@ def _rows_text(records: Iterable[Mapping]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def records_csv_text(records: Iterable[Mapping]) -> str:
+def records_csv_text(records: Iterable[Record | Mapping]) -> str:
     """A whole records CSV (header and one line per record) as text; validates like ``append``."""
     return _HEADER_LINE + _rows_text(records)
 
@@ -257,13 +134,14 @@ class RecordWriter:
         """Whether :meth:`close` has been called."""
         return self._file.closed
 
-    def append(self, records: Iterable[Mapping]) -> None:
+    def append(self, records: Iterable[Record | Mapping]) -> None:
         """Write a batch of records as complete rows, durably (one write, flush, fsync).
 
-        The whole batch is validated first: if any record is unusable nothing is written.
+        The whole batch is typed first (:func:`medis.records.as_records`): if any record is unusable
+        nothing is written.
 
         Args:
-            records: mappings with the keys of :data:`RECORD_COLUMNS` (``eps`` optional).
+            records: :class:`~medis.records.Record` objects (or mappings that become one).
 
         Raises:
             ValueError: a record misses a key or has a value of the wrong kind.
@@ -303,60 +181,17 @@ class RecordWriter:
 # --------------------------------------------------------------------------------------------
 
 
-def _optional(value: str, cast: Callable[[str], Any], error: Callable[[], DataError]) -> Any:
-    """``None`` for an empty field, else ``cast(value)``; ``error()`` is raised when the cast fails."""
-    if value == "":
-        return None
-    try:
-        return cast(value)
-    except ValueError:
-        raise error() from None
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read a records CSV written by :class:`RecordWriter` back into :class:`~medis.records.Record` objects.
 
-
-def _decode(fields: list[str], path: Path, line: int) -> dict:
-    """CSV fields (in RECORD_COLUMNS order) -> a record dict; DataError naming file and line."""
-
-    def fail(key: str, value: str, expected: str) -> DataError:
-        return DataError(f"{path}: line {line}: column {key!r} is {value!r}, not {expected}")
-
-    record: dict[str, Any] = {key: None for key in RECORD_COLUMNS}
-    for key, value in zip(RECORD_COLUMNS, fields):
-        if key in _OPTIONAL_COLUMNS and value == "":
-            record[key] = None
-        elif key in _STR_COLUMNS:
-            record[key] = value
-        elif key in _BOOL_COLUMNS:
-            if value not in ("True", "False"):
-                raise fail(key, value, "True or False")
-            record[key] = value == "True"
-        elif key in _INT_COLUMNS:
-            record[key] = _optional(value, int, lambda: fail(key, value, "an int or empty"))
-        elif key == "trajectory":
-            try:
-                parsed = json.loads(value) if value else []
-                if not isinstance(parsed, list):
-                    raise ValueError
-                record[key] = [float(v) for v in parsed]
-            except (ValueError, TypeError):
-                raise fail(key, value, "a JSON list of numbers") from None
-        else:  # eps and the float columns
-            record[key] = _optional(value, float, lambda: fail(key, value, "a number or empty"))
-    return record
-
-
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Read a records CSV written by :class:`RecordWriter` back into record dicts.
-
-    Types: ``success``/``pruned`` bool; ``steps`` int or ``None`` (empty); numbers float (``inf``,
-    ``nan`` included), ``None`` where empty; ``eps`` float or ``None``; ``trajectory`` list of
-    floats; optional columns ``None`` where empty. A final line without a newline (a row cut by a crash) is skipped; every row returned
-    is complete. An empty file (or one holding only a cut header) gives ``[]``.
+    A final line without a newline (a row cut by a crash) is skipped; every row returned is
+    complete. An empty file (or one holding only a cut header) gives ``[]``.
 
     Args:
         path: the CSV file.
 
     Returns:
-        The records in file order, each with every key of :data:`RECORD_COLUMNS`.
+        The records in file order.
 
     Raises:
         DataError: the file is missing, its header is not :data:`RECORD_COLUMNS`, or a complete
@@ -375,7 +210,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     if not text:
         return []
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[dict] = []
+    records: list[Record] = []
     try:
         header = next(reader)
         if tuple(header) not in (RECORD_COLUMNS, LEGACY_COLUMNS):
@@ -389,16 +224,14 @@ def read_records(path: str | os.PathLike) -> list[dict]:
                 continue
             if len(fields) != width:
                 raise DataError(f"{path}: line {start}: {len(fields)} fields, expected {width}")
-            records.append(_decode(fields, path, start))
+            try:
+                records.append(decode_row(fields, header))
+            except RowError as err:
+                raise DataError(f"{path}: line {start}: {err}") from None
             start = reader.line_num + 1
     except csv.Error as err:
         raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from None
     return records
-
-
-def record_key(record: Mapping) -> tuple[str, str, str, str]:
-    """A record's identity within a run: ``(dataset, image_id, target, loss)``, all as ``str``."""
-    return str(record["dataset"]), str(record["image_id"]), str(record["target"]), str(record["loss"])
 
 
 def completed_keys(records: Iterable[Mapping]) -> set[tuple[str, str, str, str]]:

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from medis.reporting.atomic import atomic_write_text
-from medis.reporting.records_io import read_records, record_key, records_csv_text
+from medis.records import Record, record_key
+from medis.reporting.records_io import read_records, records_csv_text
 
 __all__ = ["RECORDS_NAME", "dedupe_records", "merge_shards", "shard_path", "stale_shards", "write_records"]
 
@@ -35,10 +36,10 @@ def stale_shards(folder: str | os.PathLike) -> list[Path]:
     return sorted(Path(folder).glob("records.rank*.csv"))
 
 
-def dedupe_records(records: Iterable[Mapping]) -> list[Mapping]:
+def dedupe_records(records: Iterable[Record]) -> list[Record]:
     """The records with only the FIRST of each (dataset, image_id, target, loss) key kept, in order."""
     seen: set[tuple[str, str, str, str]] = set()
-    kept: list[Mapping] = []
+    kept: list[Record] = []
     for record in records:
         key = record_key(record)
         if key not in seen:
@@ -47,12 +48,12 @@ def dedupe_records(records: Iterable[Mapping]) -> list[Mapping]:
     return kept
 
 
-def write_records(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
+def write_records(path: str | os.PathLike, records: Iterable[Record | Mapping]) -> Path:
     """Write ``records`` as a complete records CSV at ``path``, atomically (temp file, ``os.replace``)."""
     return atomic_write_text(path, records_csv_text(records))
 
 
-def merge_shards(folder: str | os.PathLike) -> list[dict]:
+def merge_shards(folder: str | os.PathLike) -> list[Record]:
     """Merge ``records.csv`` and every ``records.rank*.csv`` of ``folder`` into ``records.csv``.
 
     Shards of any rank count: a run resumed with fewer processes than the interrupted one must not
@@ -72,4 +73,4 @@ def merge_shards(folder: str | os.PathLike) -> list[dict]:
     write_records(merged_path, records)
     for shard in shards:
         shard.unlink()
-    return [dict(r) for r in records]
+    return records

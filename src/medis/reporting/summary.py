@@ -19,29 +19,23 @@ Pure Python: no pandas, no Lightning/Hydra/W&B.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medis.fusion import FUSED_LOSS, UNTARGETED, summary_table
+from medis.fusion import FUSED_LOSS, summary_table
+from medis.records import Record
 from medis.reporting.atomic import atomic_write_text
+from medis.reporting.tables import cell, markdown_table, rows_csv, target_order
 
 __all__ = [
     "SUMMARY_COLUMNS",
-    "TARGET_ORDER",
-    "markdown_table",
-    "rows_csv",
     "summary_markdown",
     "summary_rows",
     "write_summary",
 ]
 
-TARGET_ORDER: tuple[str, ...] = (UNTARGETED, "random", "most_similar", "white", "black", "inverted")
-"""Column order of the targets in ``summary.md``; other targets follow alphabetically."""
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "dataset", "target", "eps", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr",
 )
@@ -54,27 +48,13 @@ EPS_KEY = "eps"
 # --------------------------------------------------------------------------------------------
 
 
-def _has_eps(records: Sequence[Mapping]) -> bool:
-    """Whether any record carries an ``eps`` value (a key holding None / NaN does not count)."""
-    for record in records:
-        value = record.get(EPS_KEY)
-        if value is None:
-            continue
-        if isinstance(value, float) and math.isnan(value):
-            continue
-        return True
-    return False
-
-
-def summary_rows(records: Iterable[Mapping], *, dedupe: bool = False) -> list[dict]:
+def summary_rows(records: Iterable[Record | Mapping], *, dedupe: bool = False) -> list[dict]:
     """The rows of :func:`medis.fusion.summary_table`, each with ``dataset``, ``target`` and ``loss``.
 
-    Eps is kept as a grouping column (``"eps"``) only when some record carries an eps value; records
-    read back from CSV always have the key, ``None`` when the run had no eps, and then the column is
-    dropped (all groups share ``eps=None``, so dropping it merges nothing).
+    Eps is a grouping column (``"eps"``) only when some record carries an eps value.
 
     Args:
-        records: one mapping per (image, target kind, loss) (see ``ARCHITECTURE.md``, "Record").
+        records: one record per (image, target kind, loss) (:class:`medis.records.Record`).
         dedupe: keep the last of duplicate records instead of raising (see :mod:`medis.fusion`).
 
     Returns:
@@ -85,62 +65,12 @@ def summary_rows(records: Iterable[Mapping], *, dedupe: bool = False) -> list[di
     Raises:
         ValueError: as :func:`medis.fusion.summary_table` (missing keys, bad values, duplicates).
     """
-    records = list(records)
-    keep_eps = _has_eps(records)
-    rows = []
-    for row in summary_table(records, dedupe=dedupe):
-        row = dict(row)
-        if not keep_eps:
-            row.pop(EPS_KEY, None)
-        rows.append(row)
-    return rows
+    return summary_table(records, dedupe=dedupe)
 
 
 # --------------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------------
-
-
-def _target_order(target: str) -> tuple:
-    if target in TARGET_ORDER:
-        return (0, TARGET_ORDER.index(target), "")
-    return (1, 0, target)
-
-
-def _fmt(value: Any, decimals: int, scale: float = 1.0) -> str:
-    """A number with fixed decimals, ``-`` for None / NaN, ``inf`` for infinity."""
-    if value is None:
-        return "-"
-    number = float(value) * scale
-    if math.isnan(number):
-        return "-"
-    if math.isinf(number):
-        return "inf" if number > 0 else "-inf"
-    return f"{number:.{decimals}f}"
-
-
-def _escape(cell: str) -> str:
-    return str(cell).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table (``|`` in cells escaped), ending with a newline.
-
-    Args:
-        headers: the column titles.
-        rows: the cells of each row, one per header.
-
-    Raises:
-        ValueError: a row has not as many cells as there are headers.
-    """
-    if not headers:
-        raise ValueError("markdown_table needs at least one header")
-    lines = ["| " + " | ".join(_escape(h) for h in headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    for index, row in enumerate(rows):
-        if len(row) != len(headers):
-            raise ValueError(f"row {index} has {len(row)} cells, expected {len(headers)}")
-        lines.append("| " + " | ".join(_escape(cell) for cell in row) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _eps_text(eps: Any) -> str:
@@ -155,9 +85,9 @@ def _eps_text(eps: Any) -> str:
 
 def _section(title: str, rows: list[dict]) -> str:
     """One dataset (and eps) section: heading, the loss x target table, the fused-norms line."""
-    targets = sorted({row["target"] for row in rows}, key=_target_order)
+    targets = sorted({row["target"] for row in rows}, key=target_order)
     losses = sorted({row["loss"] for row in rows if row["loss"] != FUSED_LOSS}) + [FUSED_LOSS]
-    cell = {(row["target"], row["loss"]): row for row in rows}
+    row_at = {(row["target"], row["loss"]): row for row in rows}
     headers = ["loss"]
     for target in targets:
         headers += [f"{target} ASR %", f"{target} distortion"]
@@ -165,20 +95,20 @@ def _section(title: str, rows: list[dict]) -> str:
     for loss in losses:
         line = [loss]
         for target in targets:
-            row = cell.get((target, loss))
+            row = row_at.get((target, loss))
             if row is None:  # this loss was not run on this target
                 line += ["-", "-"]
             else:
-                line += [_fmt(row["asr"], 1), _fmt(row["distortion"], 2)]
+                line += [cell(row["asr"], 1), cell(row["distortion"], 2)]
         body.append(line)
     norms = []
     for target in targets:
-        fused = cell.get((target, FUSED_LOSS))
+        fused = row_at.get((target, FUSED_LOSS))
         if fused is None:
             continue
         norms.append(
-            f"{target}: L∞ {_fmt(fused['linf'], 2, 255.0)}/255, L2 {_fmt(fused['l2'], 2)}, "
-            f"SSIM {_fmt(fused['ssim'], 3)}, PSNR {_fmt(fused['psnr'], 2)} dB"
+            f"{target}: L∞ {cell(fused['linf'], 2, 255.0)}/255, L2 {cell(fused['l2'], 2)}, "
+            f"SSIM {cell(fused['ssim'], 3)}, PSNR {cell(fused['psnr'], 2)} dB"
         )
     return (
         f"## {title}\n\n"
@@ -212,25 +142,6 @@ def summary_markdown(rows: Sequence[Mapping]) -> str:
         title = str(key[0]) + (f" ({_eps_text(key[1])})" if has_eps else "")
         out.append(_section(title, members))
     return "\n".join(out)
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def rows_csv(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    """CSV text (``\\n`` line ends) of ``rows`` under the header ``columns``; a missing key or None
-    is an empty field, floats are written exactly (``repr``)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_value(row.get(column)) for column in columns])
-    return buffer.getvalue()
 
 
 def summary_csv(rows: Sequence[Mapping]) -> str:

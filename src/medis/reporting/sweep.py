@@ -30,10 +30,12 @@ from typing import Any
 import yaml
 
 from medis.errors import DataError
-from medis.fusion import FUSED_LOSS, _order, summary_table
-from medis.reporting.records_io import read_records
+from medis.fusion import FUSED_LOSS, summary_table
+from medis.records import Record
 from medis.reporting.atomic import atomic_write_text
-from medis.reporting.summary import _fmt, _target_order, markdown_table, rows_csv
+from medis.reporting.records_io import read_records
+from medis.reporting.tables import cell, markdown_table, rows_csv, target_order
+from medis.values import order_key
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -53,9 +55,9 @@ __all__ = [
     "write_comparison",
 ]
 
-LABEL_IGNORED_KEYS: tuple[str, ...] = ("losses", "losses.*", "target", "target.*", "attack.eps", "data.shard",
+LABEL_IGNORED_KEYS: tuple[str, ...] = ("losses", "losses.*", "target", "target.*", "attack.budget.eps", "data.shard",
                                         "hydra.*", "resume")
-"""Override keys left out of a job's label: ``losses``/``target``/``attack.eps`` are record
+"""Override keys left out of a job's label: ``losses``/``target``/``attack.budget.eps`` are record
 columns (loss, target, eps); ``data.shard`` splits the images, ``hydra.*`` and ``resume`` only say
 where and how the work is done.
 ``"x.*"`` matches every key below ``x`` (``x.a``, ``x.a.b``), not ``x`` itself."""
@@ -199,8 +201,8 @@ def _duplicate_error(key: tuple, first: Path, second: Path) -> DataError:
     return DataError(f"record {_describe(key)} is {where}; pass --dedupe to keep the later one")
 
 
-def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[dict]:
-    """All records of all jobs under ``root``, each with ``"job"`` = its job's label.
+def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[Record]:
+    """All records of all jobs under ``root``, each tagged with ``"job"`` = its job's label.
 
     Args:
         root: a multirun folder or a single run folder.
@@ -209,8 +211,8 @@ def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[dict]:
             raising.
 
     Returns:
-        The records (see :func:`medis.reporting.read_records`) in job order, each with the extra
-        key ``"job"``.
+        The records (see :func:`medis.reporting.read_records`) in job order, each with the tag
+        ``"job"``.
 
     Raises:
         DataError: ``root`` is missing, holds no ``records.csv``, a records file is unreadable, or
@@ -219,11 +221,11 @@ def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[dict]:
     jobs = find_jobs(root)
     if not jobs:
         raise DataError(f"{root}: no {RECORDS_FILE} found in it or below it")
-    kept: dict[tuple, dict] = {}
+    kept: dict[tuple, Record] = {}
     source: dict[tuple, Path] = {}
     for job in jobs:
         for record in read_records(job.records):
-            record[JOB_KEY] = job.label
+            record = record.tagged(**{JOB_KEY: job.label})
             key = tuple(record[name] for name in _DUPLICATE_KEYS)
             if key in kept:
                 if not dedupe:
@@ -241,16 +243,16 @@ def gather(root: str | os.PathLike, *, dedupe: bool = False) -> list[dict]:
 
 def _group_order(row: Mapping) -> tuple:
     """Sort key of a row's group: job label, dataset, target (paper order), eps."""
-    return (row[JOB_KEY], row["dataset"], _target_order(row["target"]), _order(row.get("eps")))
+    return (row[JOB_KEY], row["dataset"], target_order(row["target"]), order_key(row.get("eps")))
 
 
-def comparison_rows(records: Iterable[Mapping]) -> list[dict]:
+def comparison_rows(records: Iterable[Record | Mapping]) -> list[dict]:
     """The rows of :func:`medis.fusion.summary_table` grouped by job label as well.
 
     Returns:
         Per group (job, dataset, target, eps) the per-loss rows by loss name, then the
         ``"parallel fusion"`` row (with ``"chosen": {image_id: loss}``), groups ordered by job
-        label, dataset, target (:data:`medis.reporting.summary.TARGET_ORDER`) and eps. Keys:
+        label, dataset, target (the target-kind registry's order) and eps. Keys:
         ``job, dataset, target, eps, loss, images, successes, asr, distortion, linf, l2, ssim,
         psnr`` (``eps`` is ``None`` for records without one).
 
@@ -279,9 +281,9 @@ def _column_title(target: str, eps: Any) -> str:
 def _section(label: str, dataset: str, rows: list[dict]) -> str:
     """One (job label, dataset) section: heading and the loss x (target, eps) table."""
     columns = sorted({(row["target"], row["eps"]) for row in rows},
-                     key=lambda column: (_target_order(column[0]), _order(column[1])))
+                     key=lambda column: (target_order(column[0]), order_key(column[1])))
     losses = sorted({row["loss"] for row in rows if row["loss"] != FUSED_LOSS}) + [FUSED_LOSS]
-    cell = {(row["target"], row["eps"], row["loss"]): row for row in rows}
+    row_at = {(row["target"], row["eps"], row["loss"]): row for row in rows}
     headers = ["loss"]
     for target, eps in columns:
         headers += [f"{_column_title(target, eps)} ASR %", f"{_column_title(target, eps)} distortion"]
@@ -289,8 +291,8 @@ def _section(label: str, dataset: str, rows: list[dict]) -> str:
     for loss in losses:
         line = [loss]
         for target, eps in columns:
-            row = cell.get((target, eps, loss))
-            line += ["-", "-"] if row is None else [_fmt(row["asr"], 1), _fmt(row["distortion"], 2)]
+            row = row_at.get((target, eps, loss))
+            line += ["-", "-"] if row is None else [cell(row["asr"], 1), cell(row["distortion"], 2)]
         body.append(line)
     return f"## {dataset}, job: {label or NO_LABEL}\n\n" + markdown_table(headers, body)
 
@@ -315,7 +317,7 @@ def comparison_markdown(rows: Sequence[Mapping]) -> str:
     return "\n".join(out)
 
 
-def write_comparison(records: Iterable[Mapping], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_comparison(records: Iterable[Record | Mapping], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``out_dir/comparison.csv`` and ``out_dir/comparison.md`` (atomically).
 
     Args:

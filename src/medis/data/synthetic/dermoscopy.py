@@ -1,6 +1,6 @@
 """Synthetic dermoscopy images with exact lesion masks (stand-ins for ISIC 2016/2017/2018 Task 1).
 
-What is drawn (``shared/DATA.md``): skin-toned background with multi-octave texture, pixel noise
+What is drawn (docs/data.md): skin-toned background with multi-octave texture, pixel noise
 and an illumination gradient; vignetting and, in some images, the black circular frame of a
 dermatoscope; a lesion whose outline is a star-shaped radial-harmonic curve with random
 irregularity, aspect and rotation plus fine jaggedness; colour variegation from a palette of

@@ -1,7 +1,7 @@
 """Synthetic colonoscopy frames with exact polyp masks (stand-ins for Kvasir-SEG, CVC-ClinicDB and
 PraNet's polyp sets).
 
-What is drawn (``shared/DATA.md``): reddish mucosa texture with folds and branching vessels, a
+What is drawn (docs/data.md): reddish mucosa texture with folds and branching vessels, a
 dark lumen, the endoscope's light fall-off, one or two dome-shaded polyps of low colour contrast
 with specular highlights (highlights on the mucosa too), the black frame of the endoscope image
 and, in some frames, the green box of a scope guide in a corner. The mask is the union of the

@@ -1,0 +1,99 @@
+"""The state of the engine's replicas, and each replica's own loss.
+
+B images attacked with K losses are B·K replicas of one batch, loss-major (r = k·B + b): the
+replicas of one loss are consecutive rows, in every chunk too (compaction keeps the order), so each
+loss reads a block of rows of the victim's outputs (views, no gather or scatter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from medis.attacks.attack import Attack
+from medis.attacks.kinds import TargetKind
+from medis.losses import LossContext
+from medis.models.frontend import VictimOutput
+
+__all__ = ["LossFn", "Replicas", "better", "replica_losses", "split_outputs"]
+
+LossFn = Callable[[VictimOutput, torch.Tensor, LossContext], torch.Tensor]
+
+
+def split_outputs(out: VictimOutput, sizes: list[int]) -> list[VictimOutput]:
+    """Consecutive row blocks of ``sizes`` rows each, as views."""
+    logits = list(zip(*(z.split(sizes) for z in out.side_logits))) or [()] * len(sizes)
+    probs = list(zip(*(p.split(sizes) for p in out.side_probs))) or [()] * len(sizes)
+    return [VictimOutput(tuple(z), prob, tuple(p)) for z, prob, p in zip(logits, out.prob.split(sizes), probs)]
+
+
+def replica_losses(out: VictimOutput, reference: torch.Tensor, loss_of: torch.Tensor, loss_fns: Mapping[str, LossFn],
+                   context: LossContext) -> torch.Tensor:
+    """Each replica's own loss (differentiable), in row order. (n,).
+
+    Args:
+        out: the victim's outputs on n replicas, (n, 1, H, W) maps.
+        reference: (n, 1, H, W) each replica's reference.
+        loss_of: (n,) host tensor, index of each replica's loss in ``loss_fns``, non-decreasing (the
+            engine's replicas are loss-major), so that loss k reads one block of consecutive rows.
+        loss_fns: ``{name: loss_fn}``.
+        context: the step's :class:`~medis.losses.LossContext`.
+
+    Raises:
+        ValueError: ``loss_of`` decreases somewhere.
+    """
+    if loss_of.numel() > 1 and bool((loss_of[1:] < loss_of[:-1]).any()):
+        raise ValueError(f"replica_losses needs loss-major rows (non-decreasing loss_of), got {loss_of.tolist()}")
+    sizes = torch.bincount(loss_of, minlength=len(loss_fns)).tolist()
+    blocks = zip(loss_fns.values(), sizes, split_outputs(out, sizes), reference.split(sizes))
+    return torch.cat([fn(part, ref, context).to(out.prob.dtype) for fn, size, part, ref in blocks if size])
+
+
+def better(score: torch.Tensor, best: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """(R,) bool: ``score`` beats ``best`` for the attacker (a NaN best is always beaten)."""
+    return torch.isnan(best) | (score > best if targeted else score < best)
+
+
+class Replicas:
+    """State of the B·K replicas of one same-size batch, loss-major (module docstring).
+
+    Args:
+        images: (B, 3, H, W) the clean images.
+        references: (B·K, 1, H, W) each replica's reference, loss-major.
+        n_losses: K.
+        attack: the attack (its budget gives the random start, its rule the initial state).
+        target: the target kind (the direction of the updates).
+        seed: the random start's seed.
+        records: the number of records per replica.
+        track_best: keep the best iterate of every replica (for transfer judging).
+    """
+
+    def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, attack: Attack,
+                 target: TargetKind, seed: int, records: int, track_best: bool = False) -> None:
+        batch = images.shape[0]
+        self.count = batch * n_losses
+        device = images.device
+        self.image_of = torch.arange(batch).repeat(n_losses)                      # host
+        self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
+        self.reference = references  # (R, 1, H, W), loss-major
+        # random starts are drawn image-major (b·K + k): a seed gives every (image, loss) the same
+        # start whatever the loss-major layout
+        generator = torch.Generator().manual_seed(seed)
+        start = attack.budget.start(images.detach().repeat_interleave(n_losses, 0), generator)
+        image_major = (self.image_of * n_losses + self.loss_of).to(device)
+        self.x0 = images.detach().repeat(n_losses, 1, 1, 1)
+        self.x = start[image_major]
+        self.rule_state = attack.rule.init(self.x0, attack.budget)
+        self.direction = torch.full((self.count,), -1.0 if target.targeted else 1.0, device=device)
+        self.trajectory = torch.full((self.count, records), float("nan"), device=device)
+        self.success_at = torch.full((self.count,), -1, dtype=torch.long, device=device)
+        self.success_score = torch.full((self.count,), float("nan"), device=device)
+        self.last_score = torch.full((self.count,), float("nan"), device=device)
+        self.chosen = self.x0.clone()
+        self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.forwards = torch.zeros(self.count, dtype=torch.long, device=device)
+        self.backwards = torch.zeros(self.count, dtype=torch.long, device=device)
+        self.best_score = torch.full((self.count,), float("nan"), device=device)
+        self.best = self.x0.clone() if track_best else None

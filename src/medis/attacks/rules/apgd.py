@@ -1,0 +1,126 @@
+"""APGD for segmentation replicas: step-size halving at checkpoints, momentum, restarts from the best.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (Auto-PGD), as SEA (Croce, Singh, Hein, "Towards Reliable
+Evaluation and Fast Training of Robust Semantic Segmentation Models", ECCV 2024) runs it on
+segmentation losses. With f the objective the attacker ascends (``d · loss``: the loss itself when
+untargeted, its negative when targeted), step size η (initially ``step_size_eps · eps``, 2ε in the
+paper) and the L∞ projection P onto the ε-ball and [0, 1]:
+
+- first update: ``x1 = P(x0 + η·sign(∇f))``;
+- later: ``z = P(x_k + η·sign(∇f(x_k)))``, ``x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))``
+  with α = 0.75 (``momentum``);
+- checkpoints ``w_j = ⌈p_j·T⌉``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``;
+  at each, η is halved and the iterate restarts from the best point found (with its gradient) when
+  (1) f rose in fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint (ρ = 0.75), or
+  (2) η was not halved at the last checkpoint and the best f has not improved since.
+
+The engine's records keep every iterate's score, so the best iterate by the success metric (lowest
+mIoU with the ground truth, highest with the target) is what the reports read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from medis.attacks.budget import Budget, check_number
+from medis.attacks.projection import per_sample
+from medis.attacks.rules.base import State, StepInfo, StepSize, UpdateRule
+
+FIRST_CHECKPOINT = 0.22
+MIN_GAP = 0.06
+GAP_SHRINK = 0.03
+
+
+def checkpoints(total: int) -> list[int]:
+    """The iterations w_j (1 <= w_j <= total) at which APGD may halve its step. T=100 -> [22, 41, 57, ...].
+
+    In whole iterations, as the authors' implementation counts them: the first gap is ⌊0.22·T⌋, each
+    next gap shrinks by ⌊0.03·T⌋ down to ⌊0.06·T⌋ (each at least 1), which is the paper's p_j
+    sequence without the rounding of ⌈p_j·T⌉ in floating point.
+    """
+    gap = max(int(FIRST_CHECKPOINT * total), 1)
+    shrink, smallest = max(int(GAP_SHRINK * total), 1), max(int(MIN_GAP * total), 1)
+    points, at = [], gap
+    while at <= total:
+        points.append(at)
+        gap = max(gap - shrink, smallest)
+        at += gap
+    return points
+
+
+def _checkpoint(state: State, x: torch.Tensor, grad: torch.Tensor, span: int,
+                rho: float) -> tuple[torch.Tensor, torch.Tensor, State]:
+    """Halve η and restart from the best point where conditions (1) or (2) of the module docstring hold."""
+    oscillating = state["increases"] < rho * span
+    stalled = (state["halved_last"] == 0) & (state["f_best"] <= state["f_best_checkpoint"])
+    halve = oscillating | stalled
+    state = dict(state)
+    state["eta"] = torch.where(halve, state["eta"] / 2, state["eta"])
+    x = torch.where(per_sample(halve, x), state["x_best"], x)
+    grad = torch.where(per_sample(halve, grad), state["g_best"], grad)
+    state["halved_last"] = halve.to(state["eta"].dtype)
+    state["f_best_checkpoint"] = state["f_best"].clone()
+    state["increases"] = torch.zeros_like(state["increases"])
+    return x, grad, state
+
+
+@dataclass(frozen=True)
+class APGD(StepSize, UpdateRule):
+    """Auto-PGD (module docstring): initial step ``step_size_eps``·eps, ``momentum`` α, ``rho`` ρ."""
+
+    name: ClassVar[str] = "apgd"
+    needs_budget: ClassVar[bool] = True
+    step_size_eps: float | None = 2.0
+    momentum: float = 0.75
+    rho: float = 0.75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self.momentum, "attack.rule.momentum", low=0)
+        check_number(self.rho, "attack.rule.rho", low=0)
+
+    def init(self, x0: torch.Tensor, budget: Budget) -> State:
+        """η, previous and best iterates, best gradient and objective, counters, per replica."""
+        scalar = x0.new_zeros(x0.shape[0])
+        return {
+            "eta": torch.full_like(scalar, self.alpha(budget)),
+            "x_prev": x0.clone(),
+            "x_best": x0.clone(),
+            "g_best": torch.zeros_like(x0),
+            "f_best": torch.full_like(scalar, -math.inf),
+            "f_prev": torch.full_like(scalar, -math.inf),
+            "f_best_checkpoint": torch.full_like(scalar, -math.inf),
+            "increases": scalar.clone(),
+            "halved_last": torch.zeros_like(scalar),
+        }
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
+             info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
+        """One APGD update (module docstring); reads ``info.loss`` (R,), ``info.position`` k, ``info.total`` T."""
+        state = dict(state)
+        objective = (direction.to(info.loss.dtype) * info.loss).to(state["f_best"].dtype)
+        state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (
+            info.position > 0)
+        better = objective > state["f_best"]
+        state["x_best"] = torch.where(per_sample(better, x), x, state["x_best"])
+        state["g_best"] = torch.where(per_sample(better, grad), grad, state["g_best"])
+        state["f_best"] = torch.where(better, objective, state["f_best"])
+        state["f_prev"] = objective
+        if info.position == 0:
+            state["f_best_checkpoint"] = state["f_best"].clone()
+        marks = checkpoints(info.total)
+        if info.position in marks:
+            previous = max([0] + [w for w in marks if w < info.position])
+            x, grad, state = _checkpoint(state, x, grad, info.position - previous, self.rho)
+        eta = per_sample(state["eta"], x).to(x.dtype)
+        d = per_sample(direction, x).to(grad.dtype)
+        z = budget.project(x + eta * torch.sign(d * grad), x0)
+        alpha = 1.0 if info.position == 0 else self.momentum
+        moved = budget.project(x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"]), x0)
+        state["x_prev"] = x
+        return moved, state

@@ -1,0 +1,102 @@
+"""What every update rule is: parameters (dataclass fields), per-replica state (``init``) and ``step``.
+
+A rule moves the replicas' images ``x`` (R, C, H, W) along the input gradient ``grad`` of their
+surrogate losses, in ``direction`` (+1: ascend the loss away from the ground truth, untargeted;
+−1: descend it toward a target), and projects the result with the attack's budget. The engine knows
+no rule by name: it calls ``init`` once per batch and ``step`` after every backward pass, and keeps
+the state's rows of the replicas that move. A new rule is one module in this package (a subclass
+of :class:`UpdateRule`) plus one ``conf/attack/rule/<name>.yaml`` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from medis.attacks.budget import Budget, check_number
+from medis.errors import ConfigError
+
+__all__ = ["State", "StepInfo", "StepSize", "UpdateRule"]
+
+State = dict[str, torch.Tensor]
+"""A rule's per-replica state: every tensor has the replicas as its first dimension."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a rule may read besides images and gradients.
+
+    Attributes:
+        loss: (R,) the surrogate loss of each replica at ``x`` (detached).
+        score: (R,) the recorded score of ``x`` against the reference (mIoU).
+        position: index of this record in the attack loop (0 = the first evaluated image).
+        total: number of updates T.
+    """
+
+    loss: torch.Tensor
+    score: torch.Tensor
+    position: int
+    total: int
+
+
+class UpdateRule:
+    """Base class of the update rules (module docstring). Subclasses are frozen dataclasses.
+
+    Attributes:
+        name: the rule's name (its ``conf/attack/rule`` file).
+        needs_budget: the rule is only defined inside a ball (``attack.budget.eps`` must be set).
+    """
+
+    name: ClassVar[str] = ""
+    needs_budget: ClassVar[bool] = False
+
+    def check(self, budget: Budget) -> None:
+        """A one-line :class:`ConfigError` when the rule cannot run under ``budget``."""
+        if self.needs_budget and budget.eps is None:
+            raise ConfigError(f"the {self.name} rule needs a budget: set attack.budget.eps")
+
+    def init(self, x0: torch.Tensor, budget: Budget) -> State:
+        """The per-replica state before the first update (default: none). x0 (R, C, H, W)."""
+        return {}
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
+             info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
+        """One update of the replicas.
+
+        Args:
+            x, grad, x0: (R, C, H, W) current images, loss gradients at them, clean images.
+            direction: (R,) +1 ascend (untargeted), −1 descend (targeted).
+            state: these replicas' rows of the state (same keys as :meth:`init`'s).
+            info: losses, scores and position of this step.
+            budget: the attack's budget (projection).
+
+        Returns:
+            (new images (R, C, H, W) in [0, 1] within the budget, new state with the same keys).
+        """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """A step size α in [0, 1] image units, or ``step_size_eps``·eps when that is set (APGD starts at
+    2·eps; PGD-style attacks often step eps/4)."""
+
+    step_size: float = 1.0 / 255.0
+    step_size_eps: float | None = None
+
+    def __post_init__(self) -> None:
+        check_number(self.step_size, "attack.rule.step_size", low=0, strict=True)
+        check_number(self.step_size_eps, "attack.rule.step_size_eps", low=0, strict=True, optional=True)
+
+    def check(self, budget: Budget) -> None:
+        super().check(budget)  # type: ignore[misc]
+        if self.step_size_eps is not None and budget.eps is None:
+            raise ConfigError(f"attack.rule.step_size_eps={self.step_size_eps} needs attack.budget.eps")
+
+    def alpha(self, budget: Budget) -> float:
+        """The step size in [0, 1] image units."""
+        if self.step_size_eps is not None and budget.eps is not None:
+            return self.step_size_eps * budget.eps
+        return self.step_size
