@@ -23,6 +23,21 @@ SYNTHETIC_SETS = {
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``pranet_lite`` checkpoint trained by ``train.py`` for 15 epochs at 64 px on 60 synthetic ISIC
+    images (~15 s, validation Dice ~0.7): a victim whose clean predictions are mostly right, so that
+    the attack tests attack something (clean mode sets aside the images a model already fails)."""
+    from .entry_points import only, run_entry
+
+    root = tmp_path_factory.mktemp("trained")
+    done = run_entry("train.py", root, "experiment=demo_train", "model.input_size=64", "trainer.max_epochs=15",
+                     "data.batch_size=8", "module.scales=[1.0]", "logger=csv", "callbacks.val_predictions=null",
+                     images=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return only("outputs/train/runs/*/checkpoints/best-*.ckpt", root)
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with one small synthetic set per kind: ``<root>/<kind>``, images 64 px high."""
     root = tmp_path_factory.mktemp("synthetic")

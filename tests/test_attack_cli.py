@@ -26,8 +26,9 @@ def attack(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     return run_entry("attack.py", tmp_path, "model.input_size=64", "attack.budget.steps=3", *overrides, images=20)
 
 
-def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
-    done = attack(tmp_path, "losses=paper6", "target=all", "data.eval_batch_size=3")
+def test_attack_writes_records_summary_and_logs(tmp_path: Path, trained_checkpoint: Path) -> None:
+    done = attack(tmp_path, "losses=paper6", "target=all", "data.eval_batch_size=3",
+                  f"model.checkpoint={trained_checkpoint}")
     assert done.returncode == 0, done.stderr[-3000:]
     run = only("outputs/attack/runs/*", tmp_path)
     records = read_records(run / "records.csv")
@@ -43,9 +44,16 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
         summary = {(row["target"], row["loss"]): row for row in csv.DictReader(handle)}
     for row in fusion.summary_table(records):
         written = summary[(row["target"], row["loss"])]
-        assert float(written["asr"]) == pytest.approx(row["asr"])
-        assert int(written["images"]) == row["images"]
+        assert (written["asr"] == "") if row["asr"] is None else float(written["asr"]) == pytest.approx(row["asr"])
+        assert (int(written["images"]), int(written["set_aside"])) == (row["images"], row["set_aside"])
     assert "parallel fusion" in (run / "summary.md").read_text()
+    # clean mode: the attack worked on some images, set aside the others, judged every attacked one
+    # through the real pipeline (8-bit image, the loaders' resize)
+    attacked = [r for r in records if not r.set_aside]
+    assert attacked and all(r.real_metric is not None and r.real_success is not None for r in attacked)
+    assert all(r.clean_metric is not None for r in records)
+    assert all(r.steps >= 1 for r in records if r.success)  # no success before an update
+    assert "real ASR %" in (run / "summary.md").read_text()
     metrics = (run / "csv" / "metrics.csv").read_text()
     assert "attack/asr/synthetic_isic/untargeted/fused" in metrics.splitlines()[0]
     assert list((run / "wandb").glob("offline-run-*"))
@@ -61,13 +69,14 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path) -> None:
     assert info["seed"] == 0 and info["versions"]["torch"]
 
 
-def test_attack_fast_path_options_run(tmp_path: Path) -> None:
+def test_attack_fast_path_options_run(tmp_path: Path, trained_checkpoint: Path) -> None:
     """bf16 autocast, channels-last and max_batch=auto (all replicas at once on CPU) through attack.py."""
     done = attack(tmp_path, "losses.names=[bce,dice]", "engine.precision=bf16", "engine.channels_last=true",
-                  "engine.max_batch=auto", "logger=csv", "gallery_size=0")
+                  "engine.max_batch=auto", "logger=csv", "gallery_size=0", f"model.checkpoint={trained_checkpoint}")
     assert done.returncode == 0, done.stderr[-3000:]
     records = read_records(only("outputs/attack/runs/*", tmp_path) / "records.csv")
-    assert len(records) == 2 * 4 and all(r["forwards"] >= 1 for r in records)
+    assert len(records) == 2 * 4 and all(r["forwards"] >= 1 for r in records if not r.set_aside)
+    assert any(not r.set_aside for r in records)
 
 
 @pytest.mark.parametrize(("override", "message"), [

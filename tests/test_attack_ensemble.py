@@ -19,20 +19,24 @@ EPS = (2 / 255, 8 / 255)
 MEMBERS = {"medis", "segpgd", "cospgd", "apgd", "dag", "asma"}
 
 
-def test_ensemble_sweep_transfer_and_report(tmp_path: Path) -> None:
+def test_ensemble_sweep_transfer_and_report(tmp_path: Path, trained_checkpoint: Path) -> None:
     torch.manual_seed(123)
     other = tmp_path / "other_model.pt"
     torch.save(pranet_lite(channel=16).state_dict(), other)  # a second, differently initialised model
     done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack=ensemble", "attack.budget.steps=2",
                      f"attack.budget.eps={EPS[0]},{EPS[1]}", f"transfer_to={other}", "logger=csv", "gallery_size=1",
+                     f"model.checkpoint={trained_checkpoint}",
                      images=20, multirun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = only("outputs/attack/multiruns/*", tmp_path)
     records = [r for path in sorted(sweep.glob("*/records.csv")) for r in read_records(path)]
     assert {r["attack"] for r in records} == MEMBERS
     assert {r["loss"].split("/")[0] for r in records} == MEMBERS  # qualified <member>/<loss>
+    attacked = [record for record in records if not record.set_aside]
+    assert attacked
     for record in records:
         assert record["linf"] <= record["eps"] + 1e-6  # every member held the shared budget
+    for record in attacked:
         assert record["forwards"] >= 1 and record["transfer_metric"] is not None
         assert record["transfer_success"] == (record["transfer_metric"] <= 0.5)
 

@@ -23,7 +23,9 @@ from medis.fusion import (
 )
 
 approx = pytest.approx
-COLUMNS = ["dataset", "target", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr"]
+COLUMNS = ["dataset", "target", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr",
+           "set_aside", "pruned", "at_first", "real_asr"]
+EXTRA = dict(set_aside=0, pruned=0, at_first=0, real_asr=None)  # nothing set aside, pruned or judged
 
 
 def rec(image_id, loss, success, steps, metric, linf=None, l2=None, ssim=None, psnr=None,
@@ -91,14 +93,14 @@ def test_per_loss_asr_distortion_and_norms() -> None:
     t = by_loss(rows)
     # bce: successes a (3 steps), b (1 step) of 3 images -> ASR 2/3*100, distortion (3+1)/2 = 2
     #      linf (.03+.01)/2 = .02, l2 (3+1)/2 = 2, ssim (.70+.95)/2 = .825, psnr (30+45)/2 = 37.5
-    assert t["bce"] == approx(dict(dataset="kvasir", target="untargeted", loss="bce", images=3, successes=2,
+    assert t["bce"] == approx(dict(**EXTRA, dataset="kvasir", target="untargeted", loss="bce", images=3, successes=2,
                                    asr=200 / 3, distortion=2.0, linf=0.02, l2=2.0, ssim=0.825, psnr=37.5))
     # dice: only a (2 steps) -> ASR 100/3, distortion 2, norms of a-dice
-    assert t["dice"] == approx(dict(dataset="kvasir", target="untargeted", loss="dice", images=3, successes=1,
+    assert t["dice"] == approx(dict(**EXTRA, dataset="kvasir", target="untargeted", loss="dice", images=3, successes=1,
                                     asr=100 / 3, distortion=2.0, linf=0.02, l2=2.0, ssim=0.80, psnr=35.0))
     # iou: a (2 steps), b (4 steps) -> distortion 3; linf (.02+.04)/2 = .03, l2 (2.5+4)/2 = 3.25,
     #      ssim (.85+.60)/2 = .725, psnr (36+28)/2 = 32
-    assert t["iou"] == approx(dict(dataset="kvasir", target="untargeted", loss="iou", images=3, successes=2,
+    assert t["iou"] == approx(dict(**EXTRA, dataset="kvasir", target="untargeted", loss="iou", images=3, successes=2,
                                    asr=200 / 3, distortion=3.0, linf=0.03, l2=3.25, ssim=0.725, psnr=32.0))
 
 
@@ -136,7 +138,7 @@ def test_fusion_untargeted_tie_broken_by_lowest_metric() -> None:
     assert row["loss"] == FUSED_LOSS == "parallel fusion"
     chosen = row.pop("chosen")
     assert list(row) == COLUMNS and list(chosen) == ["a", "b"]
-    assert row == approx(dict(dataset="kvasir", target="untargeted", loss=FUSED_LOSS, images=3, successes=2,
+    assert row == approx(dict(**EXTRA, dataset="kvasir", target="untargeted", loss=FUSED_LOSS, images=3, successes=2,
                               asr=200 / 3, distortion=1.5, linf=0.015, l2=1.75, ssim=0.90, psnr=40.5))
 
 
@@ -146,7 +148,7 @@ def test_fusion_targeted_tie_broken_by_highest_metric() -> None:
     # distortion (2+1)/2 = 1.5; linf (.02+.01)/2 = .015, l2 (2.2+1)/2 = 1.6, ssim (.88+.99)/2 = .935,
     # psnr (39+50)/2 = 44.5
     assert row.pop("chosen") == {"a": "dice", "b": "iou"}
-    assert row == approx(dict(dataset="kvasir", target="random", loss=FUSED_LOSS, images=2, successes=2,
+    assert row == approx(dict(**EXTRA, dataset="kvasir", target="random", loss=FUSED_LOSS, images=2, successes=2,
                               asr=100.0, distortion=1.5, linf=0.015, l2=1.6, ssim=0.935, psnr=44.5))
 
 

@@ -4,6 +4,8 @@
   :data:`medis.losses.LOSS_SETS` (``all``, ``paper``, ``sea``; e.g. ``conf/losses/all.yaml``);
   ``${medis.targets:<selection>}`` target kinds of :func:`medis.attacks.kinds.kinds_named` (``all``,
   ``paper``, ``paper_targeted``, ``targeted``; e.g. ``conf/target/all.yaml``);
+  ``${medis.is_clean:${attack.mode}}`` whether an attack is in clean mode (``conf/attack.yaml`` turns
+  the victim's antialiased resize on for clean mode);
 - Hydra config-group options: every registered loss is ``losses=<name>`` (``{names: [<name>]}``)
   and every target kind ``target=<kind>`` (``{kinds: [<kind>]}``), next to the files of
   ``conf/losses`` and ``conf/target``.
@@ -23,10 +25,16 @@ from medis.losses.registry import LOSS_NAMES, loss_set
 __all__ = ["register_resolvers", "store_registry_options"]
 
 
+def is_clean(mode: str) -> bool:
+    """``${medis.is_clean:${attack.mode}}``: whether the attack runs in clean mode."""
+    return mode == "clean"
+
+
 def register_resolvers() -> None:
-    """Register ``medis.losses`` and ``medis.targets`` (replacing earlier registrations)."""
+    """Register ``medis.losses``, ``medis.targets`` and ``medis.is_clean`` (replacing earlier registrations)."""
     OmegaConf.register_new_resolver("medis.losses", loss_set, replace=True)
     OmegaConf.register_new_resolver("medis.targets", kinds_named, replace=True)
+    OmegaConf.register_new_resolver("medis.is_clean", is_clean, replace=True)
 
 
 def store_registry_options() -> None:

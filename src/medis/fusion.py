@@ -120,8 +120,12 @@ def _by_group(recs: Iterable[_Rec]) -> dict[tuple, list[Record]]:
     return dict(sorted(groups.items(), key=lambda item: _group_order(item[0])))
 
 
-def _row(keys: tuple[str, ...], group: tuple, loss: str, images: int, chosen: list[Record]) -> dict:
-    """A table row from the successful (per loss) or chosen (fused) records of one group."""
+def _row(keys: tuple[str, ...], group: tuple, loss: str, images: int, chosen: list[Record],
+         set_aside: int = 0, pruned: int = 0, real: list[bool | None] | None = None) -> dict:
+    """A table row from the successful (per loss) or chosen (fused) records of one group.
+
+    ``real``: per attacked image (per loss: per record), whether some adversarial image succeeded
+    through the real pipeline (``None``: not judged)."""
     row: dict[str, Any] = dict(zip(keys, group))
     row["loss"] = loss
     row["images"] = images
@@ -130,7 +134,17 @@ def _row(keys: tuple[str, ...], group: tuple, loss: str, images: int, chosen: li
     row["distortion"] = mean(record.steps for record in chosen)
     for key in NORM_KEYS:
         row[key] = mean(getattr(record, key) for record in chosen)
+    row["set_aside"] = set_aside
+    row["pruned"] = pruned
+    row["at_first"] = sum(record.steps == _first_index(record) for record in chosen)
+    judged = [flag for flag in real or [] if flag is not None]
+    row["real_asr"] = sum(judged) / len(judged) * 100.0 if judged else None
     return row
+
+
+def _first_index(record: Record) -> int:
+    """The distortion of a success at the first record: 1 in paper mode, 0 in clean mode."""
+    return 1 if record.mode == "paper" else 0
 
 
 def _rank(record: Record) -> tuple:
@@ -178,9 +192,12 @@ def _per_loss(keys: tuple[str, ...], recs: list[_Rec]) -> list[dict]:
         for record in members:
             by_loss.setdefault(record.loss, []).append(record)
         for loss in sorted(by_loss):
-            attacked = by_loss[loss]
+            attacked = [record for record in by_loss[loss] if not (record.set_aside or record.pruned)]
             images = len({record.image_id for record in attacked})
-            rows.append(_row(keys, group, loss, images, [record for record in attacked if record.success]))
+            aside = len({record.image_id for record in by_loss[loss] if record.set_aside})
+            pruned = sum(record.pruned for record in by_loss[loss])
+            rows.append(_row(keys, group, loss, images, [record for record in attacked if record.success], aside,
+                             pruned, [record.real_success for record in attacked]))
     return rows
 
 
@@ -188,11 +205,22 @@ def _fused(keys: tuple[str, ...], recs: list[_Rec]) -> list[dict]:
     rows = []
     for group, members in _by_group(recs).items():
         chosen = _choose(members)
-        images = len({record.image_id for record in members})
-        row = _row(keys, group, FUSED_LOSS, images, list(chosen.values()))
+        attacked: dict[Any, list[Record]] = {}
+        for record in members:
+            if not record.set_aside:
+                attacked.setdefault(record.image_id, []).append(record)
+        aside = len({record.image_id for record in members} - set(attacked))
+        real = [_any_real(records) for records in attacked.values()]
+        row = _row(keys, group, FUSED_LOSS, len(attacked), list(chosen.values()), aside, 0, real)
         row["chosen"] = {image_id: record.loss for image_id, record in chosen.items()}
         rows.append(row)
     return rows
+
+
+def _any_real(records: list[Record]) -> bool | None:
+    """Whether some record of an image succeeded through the real pipeline (``None``: none was judged)."""
+    flags = [record.real_success for record in records if record.real_success is not None]
+    return any(flags) if flags else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,10 +239,16 @@ def per_loss_table(records: Iterable[Record | Mapping], *, dedupe: bool = False,
     Returns:
         One row per (dataset, target[, eps][, *by], loss), ordered by group then loss name:
         ``{"dataset", "target", ["eps",] "loss", "images", "successes", "asr", "distortion",
-        "linf", "l2", "ssim", "psnr"}``. ``images`` counts the distinct images attacked with that
-        loss in that group; ``asr = successes / images * 100``; ``distortion`` is the mean step
-        index over the successes and the norms the means over the successes of the measured
-        values (``None`` where there is nothing to average).
+        "linf", "l2", "ssim", "psnr", "set_aside", "pruned", "at_first", "real_asr"}``. ``images``
+        counts the distinct images attacked with that loss in that group: records set aside (the
+        clean prediction already met the success rule) or pruned by ``fusion_only`` (stopped before
+        they could finish) are not attacks and are counted in ``set_aside`` and ``pruned`` instead;
+        ``asr = successes / images * 100``; ``distortion`` is the mean step index over the
+        successes and the norms the means over the successes of the measured values (``None``
+        where there is nothing to average); ``at_first``: successes at the first record (before
+        any update in paper mode; after a random start in clean mode); ``real_asr``: % of the
+        attacked records whose chosen image also succeeds through the real pipeline (``None``
+        when not judged).
 
     Raises:
         ValueError: a record misses a required key or has an invalid value, or duplicates exist
@@ -239,10 +273,12 @@ def fuse(records: Iterable[Record | Mapping], *, dedupe: bool = False, by: Seque
     Returns:
         One row per (dataset, target[, eps][, *by]) in group order, with ``"loss": "parallel
         fusion"`` and the columns of :func:`per_loss_table`: ``images`` = distinct images attacked
-        in the group by any loss, ``successes`` = images with at least one successful loss,
-        ``asr = successes / images * 100``, ``distortion`` = mean of the per-image minimum steps,
-        norms = means over the chosen records; plus ``"chosen": {image_id: loss}`` for the images
-        with a success, ordered by image id.
+        in the group by any loss (``set_aside``: images every loss set aside), ``successes`` =
+        images with at least one successful loss, ``asr = successes / images * 100``,
+        ``distortion`` = mean of the per-image minimum steps, norms = means over the chosen
+        records, ``real_asr`` = % of the attacked images with some record that succeeds through the
+        real pipeline; plus ``"chosen": {image_id: loss}`` for the images with a success, ordered
+        by image id.
 
     Raises:
         ValueError: as :func:`per_loss_table`.

@@ -111,6 +111,30 @@ def target_score(pred: torch.Tensor, target: torch.Tensor, mode: str = "clean",
     return torch.where(uniform(target), present_class_iou(pred, target), two_class_miou(pred, target))
 
 
+def target_attainment(pred: torch.Tensor, target: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """How far a targeted attack got: of the pixels it had to flip, the share now at the target, net
+    of the pixels it broke. (B, ...) binary masks -> (B,) in [0, 1].
+
+    With must = {clean ≠ target} (the pixels whose clean prediction differs from the target),
+    won = must ∩ {pred = target} and broken = {clean = target} ∩ {pred ≠ target}:
+    score = |won| / (|must| + |broken|), and 1 when nothing had to change. An unchanged prediction
+    scores 0, so no success is credited to an image the attack did not change. This is the "target
+    pixels reached" measure of targeted segmentation attacks (Metzen, Chaithanya Kumar, Brox,
+    Fischer, "Universal Adversarial Perturbations Against Semantic Image Segmentation", ICCV 2017:
+    the share of the pixels to hide that were hidden, with the share of the others that kept their
+    class), counted over the pixels the attack must flip; for the all-black target it is the flipped
+    share of the clean foreground, for the all-white one that of the clean background.
+    """
+    pred, target, clean = _flat(pred), _flat(target), _flat(clean)
+    must = clean != target
+    hit = pred == target
+    won = (must & hit).sum(1).to(torch.float64)
+    broken = (~must & ~hit).sum(1).to(torch.float64)
+    n_must = must.sum(1).to(torch.float64)
+    score = torch.where(n_must > 0, won / (n_must + broken).clamp_min(1), torch.ones_like(won))
+    return score.to(torch.float32)
+
+
 def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
     """True L∞ and L2 norms of ``adversarial - clean`` per image, in the [0, 1] scale and in 1/255 units.
 

@@ -43,8 +43,15 @@ class Record(Mapping):
         pruned: stopped by ``fusion_only`` before it could succeed.
         linf, l2, linf_255, l2_255, ssim, psnr: size of the chosen adversarial perturbation.
         trajectory: the recorded scores, in order.
-        attack: the attack's name; ``forwards``, ``backwards``: passes spent on the replica.
+        attack: the attack's name; ``forwards``, ``backwards``: passes spent on the replica (in
+            clean mode the clean image's pass is counted on its first loss's record).
         transfer_metric, transfer_success: the best adversarial image judged on another model.
+        set_aside: clean mode: the clean prediction already satisfied the success rule (a clean
+            failure; a prediction already at its target), so the image was not attacked and does
+            not count in the attack success rate.
+        clean_metric: clean mode: the score of the clean image's prediction.
+        real_metric, real_success: the chosen adversarial image judged through the real pipeline
+            (8-bit image, the loaders' antialiased resize), as the model would see it from a file.
         tags: extra keys (e.g. ``job``), readable like columns, never written to ``records.csv``.
     """
 
@@ -70,6 +77,10 @@ class Record(Mapping):
     backwards: int | None = None
     transfer_metric: float | None = None
     transfer_success: bool | None = None
+    set_aside: bool = False
+    clean_metric: float | None = None
+    real_metric: float | None = None
+    real_success: bool | None = None
     tags: Mapping[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ mapping view
@@ -99,16 +110,18 @@ UNTARGETED = "untargeted"
 RECORD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Record) if f.name != "tags")
 """The columns of ``records.csv``, in order."""
 _COLUMN_SET = frozenset(RECORD_COLUMNS)
-LEGACY_COLUMNS: tuple[str, ...] = RECORD_COLUMNS[: RECORD_COLUMNS.index("trajectory") + 1]
-"""The header of records files written before ``attack`` and the columns after it existed (read,
-with the newer columns ``None``)."""
+LEGACY_COLUMNS: tuple[tuple[str, ...], ...] = (RECORD_COLUMNS[: RECORD_COLUMNS.index("trajectory") + 1],
+                                               RECORD_COLUMNS[: RECORD_COLUMNS.index("transfer_success") + 1])
+"""Headers of records files written by earlier versions (read, the newer columns at their defaults)."""
 REQUIRED_KEYS: tuple[str, ...] = ("dataset", "image_id", "target", "loss", "success", "steps", "metric")
 """Keys a mapping must have to become a record; the others default to ``None`` (or ``False``, ``()``)."""
 _STR = ("dataset", "target", "loss")
 _OPTIONAL_STR = ("mode", "attack")
-_FLOAT = ("eps", "metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr", "transfer_metric")
+_FLOAT = ("eps", "metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr", "transfer_metric", "clean_metric",
+          "real_metric")
 _INT = ("forwards", "backwards")
-_BOOL = ("pruned", "transfer_success")
+_BOOL = ("pruned", "set_aside", "transfer_success", "real_success")
+_OPTIONAL_BOOL = ("transfer_success", "real_success")
 
 
 def record_key(record: Mapping) -> tuple[str, str, str, str]:
@@ -215,13 +228,15 @@ def as_record(value: Record | Mapping, index: int = 0) -> Record:
         raise ValueError(f"{where}: successful but 'metric' is {value['metric']!r}")
     values.update({key: _count(value.get(key), key, where) for key in _INT})
     values.update({key: None if is_missing(value.get(key)) else _bool(value[key], key, where) for key in _BOOL})
+    for key in set(_BOOL) - set(_OPTIONAL_BOOL):
+        values[key] = bool(values[key])
     for key in _OPTIONAL_STR:
         text = value.get(key)
         values[key] = None if is_missing(text) or (isinstance(text, str) and not text.strip()) else str(text)
     tags = {key: item for key, item in value.items() if key not in _COLUMN_SET}
     return Record(dataset=value["dataset"], image_id=value["image_id"], target=value["target"], loss=value["loss"],
                   success=success, steps=steps, trajectory=_trajectory(value.get("trajectory"), where),
-                  **{**values, "pruned": bool(values["pruned"])}, tags=tags)
+                  **values, tags=tags)
 
 
 def as_records(records: Iterable[Record | Mapping]) -> list[Record]:
@@ -261,7 +276,7 @@ def _decoded(key: str, text: str) -> Any:
     if key in _OPTIONAL_STR:
         return text or None
     if key in ("success",) + _BOOL:
-        if text == "" and key == "transfer_success":
+        if text == "" and key in _OPTIONAL_BOOL:
             return None
         if text not in ("True", "False"):
             raise RowError(f"column {key!r} is {text!r}, not True or False")
@@ -288,8 +303,8 @@ def _decoded(key: str, text: str) -> Any:
 
 
 def decode_row(fields: Sequence[str], header: Sequence[str] = RECORD_COLUMNS) -> Record:
-    """A record from the CSV ``fields`` of a row under ``header`` (:data:`RECORD_COLUMNS` or
-    :data:`LEGACY_COLUMNS`); columns missing from the header are ``None``.
+    """A record from the CSV ``fields`` of a row under ``header`` (:data:`RECORD_COLUMNS` or one of
+    :data:`LEGACY_COLUMNS`); columns missing from the header take their defaults.
 
     Raises:
         RowError: a field does not parse (the message names the column and the value).

@@ -229,7 +229,7 @@ def module_records(overrides: list[str], data_root: Path, out_dir: Path) -> list
             "data.eval_batch_size=4", "data.num_workers=0"])
     attack = instantiate(cfg.attack, _convert_="all")
     fusion = "paper" if getattr(attack, "mode", "clean") == "paper" else "clean"
-    victim = Victim(fitted_net(), NET_SIZE, fusion=fusion).double()
+    victim = Victim(fitted_net(), NET_SIZE, fusion=fusion, antialias=fusion == "clean").double()
     engine, fast_path = engine_options(cfg.engine)
 
     class Float64Module(AttackModule):

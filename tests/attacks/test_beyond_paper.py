@@ -19,8 +19,7 @@ from medis.attacks.rules.pgd import PGD
 from medis.attacks.rules.sign import SignStep
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss
-from medis.losses.pixelwise import cospgd_loss, segpgd_loss
-from medis.losses.sea import pixel_set
+from medis.losses.logit_attacks import cospgd_loss, pixel_set, segpgd_loss
 from medis.models.frontend import Victim
 
 from .test_engine import SIZE, Threshold, staircase, toy_victim
@@ -34,8 +33,8 @@ def _prob_and_mask(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _bce_grad(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """d BCE(P, M) / dP per pixel, by hand: (P − M) / (P (1 − P))."""
-    return (prob - mask) / (prob * (1 - prob))
+    """d BCE / dz per pixel at z = logit(P), by hand: P − M."""
+    return prob - mask
 
 
 # ----------------------------------------------------------------------------- SegPGD
@@ -46,12 +45,14 @@ def test_segpgd_weights_move_from_right_to_wrong_pixels() -> None:
     right = (prob > 0.5) == (mask > 0.5)
     assert right.any() and (~right).any()
     n = prob[0].numel()
-    for t, total in ((0, 10), (4, 10), (10, 10)):
-        p = prob.clone().requires_grad_()
-        segpgd_loss(p, mask, t, total).sum().backward()
-        lam = t / (2 * total)
-        weight = torch.where(right, 1 - lam, lam)
-        torch.testing.assert_close(p.grad, weight * _bce_grad(prob, mask) / n)
+    for targeted in (False, True):
+        todo = ~right if targeted else right  # the pixels still to be won get the early weight
+        for t, total in ((0, 10), (4, 10), (10, 10)):
+            z = torch.logit(prob).requires_grad_()
+            segpgd_loss(z, mask, t, total, targeted).sum().backward()
+            lam = t / (2 * total)
+            weight = torch.where(todo, 1 - lam, lam)
+            torch.testing.assert_close(z.grad, weight * _bce_grad(prob, mask) / n)
 
 
 def test_segpgd_sees_the_step_and_the_total_through_the_engine() -> None:
@@ -75,11 +76,11 @@ def test_segpgd_sees_the_step_and_the_total_through_the_engine() -> None:
 @pytest.mark.parametrize("targeted", [False, True])
 def test_cospgd_scales_each_pixel_by_the_detached_cosine(targeted: bool) -> None:
     prob, mask = _prob_and_mask(1)
-    p = prob.clone().requires_grad_()
-    cospgd_loss(p, mask, targeted).sum().backward()
+    z = torch.logit(prob).requires_grad_()
+    cospgd_loss(z, mask, targeted).sum().backward()
     cos = (prob * mask + (1 - prob) * (1 - mask)) / torch.sqrt(prob ** 2 + (1 - prob) ** 2)  # |M| = 1
     weight = 1 - cos if targeted else cos
-    torch.testing.assert_close(p.grad, weight * _bce_grad(prob, mask) / prob[0].numel())
+    torch.testing.assert_close(z.grad, weight * _bce_grad(prob, mask) / prob[0].numel())
     assert weight.std() > 0.05  # really per pixel, not one factor
 
 
@@ -94,7 +95,7 @@ def test_apgd_checkpoints_follow_the_paper() -> None:
 
 def _apgd_run(objective: list[float], total: int = 100):
     """APGD's state after feeding it ``objective`` (the loss at positions 0, 1, ...), one replica."""
-    rule, budget = APGD(step_size_eps=2.0), Budget(eps=8 / 255)
+    rule, budget = APGD(step_size_eps=2.0, track="loss"), Budget(eps=8 / 255)
     x0 = torch.full((1, 1, 4, 4), 0.5)
     grad = torch.ones_like(x0)
     state, x = rule.init(x0, budget), x0.clone()
@@ -120,6 +121,26 @@ def test_apgd_keeps_its_step_while_the_loss_keeps_rising() -> None:
     rising = [0.01 * k for k in range(42)]
     history, budget = _apgd_run(rising)
     assert [eta for _, eta, _ in history] == [pytest.approx(2 * budget.eps)] * 42
+
+
+def test_apgd_follows_the_tracked_cross_entropy_not_the_masked_loss() -> None:
+    """A masked loss falls as pixels are won while the attack progresses (its cross-entropy rises):
+    tracking the loss would keep the first iterate as the best and halve the step at every
+    checkpoint; SEA's tracked cross-entropy keeps the step and the latest point."""
+    rule, budget = APGD(step_size_eps=2.0), Budget(eps=8 / 255)
+    assert rule.tracks_cross_entropy and not APGD(track="loss").tracks_cross_entropy
+    x0 = torch.full((1, 1, 4, 4), 0.5)
+    for tracked, halves in (("ce", False), ("loss", True)):
+        rule = APGD(step_size_eps=2.0, track=tracked)
+        state, x = rule.init(x0, budget), x0.clone()
+        for position in range(23):
+            info = StepInfo(torch.tensor([1.0 - 0.01 * position]), torch.tensor([0.5]), position, 100,
+                            cross_entropy=torch.tensor([0.01 * position]))
+            x, state = rule.step(x, torch.ones_like(x0) * (-1) ** position, x0, torch.tensor([1.0]), state, info,
+                                 budget)
+        assert (state["eta"].item() < 2 * budget.eps) == halves, tracked
+    with pytest.raises(ConfigError, match=r"attack\.rule\.track"):
+        APGD(track="acc")
 
 
 def test_apgd_stays_in_the_ball_and_succeeds_on_the_toy_victim() -> None:
@@ -168,7 +189,7 @@ def test_dag_pixel_set_shrinks_until_empty_and_the_attack_stops() -> None:
     dag = build_loss("dag")
 
     def spy(out, reference, ctx: LossContext):
-        sizes.append(int(pixel_set(out.prob, reference, ctx.targeted).sum()))
+        sizes.append(int(pixel_set(out.logit, reference, ctx.targeted).sum()))
         return dag(out, reference, ctx)
 
     image, gt = staircase(flip_rows=True)  # row r flips after r + 1 steps of 1/255

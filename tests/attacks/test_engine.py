@@ -10,7 +10,7 @@ from torch import nn
 
 from medis import fusion
 from medis.attacks import Attack, Budget, EngineOptions, run_attack
-from medis.attacks.replicas import replica_losses
+from medis.attacks.replicas import replica_losses, start_seed
 from medis.attacks.rules.pgd import PGD
 from medis.errors import ConfigError
 from medis.losses import LossContext
@@ -67,7 +67,9 @@ def test_clean_bookkeeping_records_after_every_update() -> None:
     assert record["success"] and record["steps"] == 6  # first k with (16-k)/(16+k) <= 0.5
     assert record["metric"] == pytest.approx(expected_miou(6))
     assert record["linf_255"] == pytest.approx(6.0, abs=1e-3)  # the chosen image is the one at the success
-    assert result.forward_replicas == 11 and result.backward_replicas == 10  # no stop: min score 6/26 > 0.2
+    # no stop (min score 6/26 > 0.2): 11 records, plus the clean image's own pass (clean mode)
+    assert result.forward_replicas == 12 and result.backward_replicas == 10
+    assert record["forwards"] == 12 and record["clean_metric"] == pytest.approx(1.0) and not record["set_aside"]
 
 
 def test_paper_bookkeeping_records_before_each_update() -> None:
@@ -87,8 +89,9 @@ def test_stop_rule_ends_the_replica(mode: str, steps: int) -> None:
     (record,) = result.records
     assert record["trajectory"] == (1.0, 1.0, 1.0, 0.0)
     assert record["steps"] == steps
-    # the backward of the stopping record runs (deciding to skip it would cost a host read) and is discarded
-    assert result.forward_replicas == 4 and result.backward_replicas == 4
+    # the backward of the stopping record runs (deciding to skip it would cost a host read) and is discarded;
+    # clean mode adds the clean image's pass
+    assert result.forward_replicas == 4 + (mode == "clean") and result.backward_replicas == 4
 
 
 def test_targeted_descends_toward_the_target() -> None:
@@ -205,22 +208,27 @@ def test_paper_mode_needs_paper_fusion() -> None:
         run_attack(toy_victim("clean"), image, gt, Attack(mode="paper"), losses={"bce": bce})
 
 
-def test_random_starts_are_drawn_per_image_and_loss_in_image_major_order() -> None:
-    """Replicas are loss-major inside the engine, but a seed still gives (image b, loss k) the
-    (b·K + k)-th draw, as before the layout changed: the paper-mode record 0 (before any update)
-    of a replica that succeeds at once keeps its random start as the chosen image."""
+def test_random_starts_are_drawn_per_image_loss_and_seed_whatever_the_batch() -> None:
+    """A replica's random start comes from its own generator, seeded by (seed, image id, loss): the
+    same image gets the same start alone or beside others (paper-mode record 0, before any update,
+    of a replica that succeeds at once keeps its start as the chosen image)."""
     torch.manual_seed(0)
     images = torch.rand(3, 3, SIZE, SIZE)
     gt = torch.zeros(3, 1, SIZE, SIZE)
     budget = Budget(steps=2, eps=8 / 255, random_start=True)
     attack = Attack(mode="paper", rule=PGD(), budget=budget, criteria={"success": 1.0})
     losses = {"a": bce, "b": bce}
-    result = run_attack(toy_victim("paper"), images, gt, attack, losses=losses, options=EngineOptions(keep_images=True),
-                        seed=7, ids=["x", "y", "z"])
-    draws = budget.start(images.repeat_interleave(2, 0), torch.Generator().manual_seed(7))
+    options = EngineOptions(keep_images=True)
+    result = run_attack(toy_victim("paper"), images, gt, attack, losses=losses, options=options, seed=7,
+                        ids=["x", "y", "z"])
     for b, image_id in enumerate(("x", "y", "z")):
-        for k, name in enumerate(losses):
-            assert torch.equal(result.adversarial[(image_id, name)], draws[b * 2 + k])
+        for name in losses:
+            generator = torch.Generator().manual_seed(start_seed(7, image_id, name))
+            assert torch.equal(result.adversarial[(image_id, name)], budget.start(images[b:b + 1], generator)[0])
+    alone = run_attack(toy_victim("paper"), images[1:2], gt[1:2], attack, losses=losses, options=options, seed=7,
+                       ids=["y"])
+    assert torch.equal(alone.adversarial[("y", "b")], result.adversarial[("y", "b")])
+    assert not torch.equal(result.adversarial[("y", "a")], result.adversarial[("y", "b")])  # per loss too
     assert all(r["success"] and r["steps"] == 1 for r in result.records)
 
 

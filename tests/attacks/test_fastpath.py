@@ -288,9 +288,13 @@ def test_auto_max_batch_returns_none_on_cpu_without_probing() -> None:
     assert auto_max_batch(victim, losses, (3, 16, 16), "cpu", cache={}) is None
     assert victim.calls == []
     # through the engine: max_batch=auto runs every replica at once on a CPU
-    result = run_attack(victim, torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16), Attack(budget={"steps": 1}),
-                        losses=["bce", "dice"], options=EngineOptions(max_batch="auto"))
-    assert victim.calls == [4, 4] and result.forward_replicas == 8
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        masks = victim(images).mask  # its own prediction: nothing to set aside
+    victim.calls.clear()
+    result = run_attack(victim, images, masks, Attack(budget={"steps": 1}), losses=["bce", "dice"],
+                        options=EngineOptions(max_batch="auto"))
+    assert victim.calls == [2, 4, 4] and result.forward_replicas == 10  # the clean pass, then the replicas
 
 
 def test_auto_max_batch_probes_applies_the_margin_and_caches_per_key() -> None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from medis.errors import ConfigError
 from medis.losses import LOSS_NAMES, PAPER_LOSSES, LossContext, build_loss
 from medis.losses.lovasz import lovasz_hinge, lovasz_hinge_rows
-from medis.models.frontend import VictimOutput, fuse_side_outputs
+from medis.models.frontend import VictimOutput, fused_output
 
 MODES = ("clean", "paper")
 SHAPE = (2, 1, 6, 7)
@@ -24,8 +24,7 @@ K = 4
 
 
 def make_outputs(side_logits: tuple[torch.Tensor, ...], mode: str) -> VictimOutput:
-    prob, side_probs = fuse_side_outputs(side_logits, mode)
-    return VictimOutput(tuple(side_logits), prob, side_probs)
+    return fused_output(side_logits, mode)
 
 
 def random_case(seed: int = 0, shape: tuple[int, ...] = SHAPE) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -57,8 +56,9 @@ def jaccard_loss_of_set(chosen: set[int], fg: set[int]) -> float:
     return len(chosen) / len(union) if union else 0.0
 
 
-def lovasz_brute(z: list[float], m: list[float]) -> float:
-    """Lovász extension of Δ_J at relu(errors), from the set function itself (no cumsum formula)."""
+def lovasz_brute(z: list[float], m: list[float], smooth: bool = False) -> float:
+    """Lovász extension of Δ_J at relu(errors) (or the smooth elu(errors) + 1), from the set function
+    itself (no cumsum formula)."""
     errors = [1.0 - zi * (2.0 * mi - 1.0) for zi, mi in zip(z, m)]
     fg = {i for i, mi in enumerate(m) if mi > 0.5}
     order = sorted(range(len(z)), key=lambda i: -errors[i])
@@ -66,7 +66,8 @@ def lovasz_brute(z: list[float], m: list[float]) -> float:
     for i in order:
         chosen.add(i)
         cur = jaccard_loss_of_set(chosen, fg)
-        total += max(errors[i], 0.0) * (cur - prev)
+        e = errors[i]
+        total += ((e + 1.0 if e > 0 else math.exp(e)) if smooth else max(e, 0.0)) * (cur - prev)
         prev = cur
     return total
 
@@ -81,35 +82,31 @@ def structure_ref(z: torch.Tensor, m: torch.Tensor, weighted_bce: bool) -> torch
 
 
 def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx: LossContext) -> torch.Tensor:
-    """Every loss straight from its formula (docs/method.md and the papers)."""
-    p = out.prob
+    """Every loss straight from its formula (docs/method.md and the papers): the paper forms of the six
+    on the fused probability; every clean form on the fused logit z (logit of the clamped P where the
+    victim has none), P = σ(z), BCE = −log σ(±z)."""
+    if mode == "paper" and name in PAPER_LOSSES:
+        return paper_reference(name, out, m, ctx)
+    z = out.logit if out.logit is not None else torch.logit(out.prob, eps=1e-6)
+    p = torch.sigmoid(z)
+    pix = -(m * F.logsigmoid(z) + (1 - m) * F.logsigmoid(-z))
+    n = pix[0].numel()
     d = dice_ref(p, m)
-    bce = bce_ref(p, m)
+    bce = pix.flatten(1).mean(1)
     if name == "logcosh_dice":
         return torch.log(torch.cosh(1 - d))
     if name == "bce_dice":
         return bce + 1 - d
     if name == "exp_log":
-        if mode == "paper":
-            return 0.5 * (-torch.log(1 - d)) ** 2 + 0.5 * (-torch.log(bce)) ** 2
-        p_t = torch.where(m == 1, p, 1 - p)
-        return 0.8 * (-torch.log(d)) ** 0.3 + 0.2 * ((-torch.log(p_t)) ** 0.3).flatten(1).mean(1)
+        return 0.8 * (-torch.log(d) + 1e-6) ** 0.3 + 0.2 * ((pix + 1e-6) ** 0.3).flatten(1).mean(1)
     if name == "structure":
-        maps = out.side_probs if mode == "paper" else out.side_logits
-        return sum(structure_ref(z, m, weighted_bce=mode == "clean") for z in maps)
+        return sum(structure_ref(zk, m, weighted_bce=True) for zk in out.side_logits)
     if name == "lovasz":
-        values = []
-        for pi, mi in zip(p, m):
-            if mode == "paper":  # probabilities as logits, mean over rows
-                rows = [lovasz_brute(pi[0, r].tolist(), mi[0, r].tolist()) for r in range(pi.shape[1])]
-                values.append(sum(rows) / len(rows))
-            else:
-                z = torch.log(pi / (1 - pi))
-                values.append(lovasz_brute(z.flatten().tolist(), mi.flatten().tolist()))
-        return torch.tensor(values)
+        return torch.tensor([lovasz_brute(zi.flatten().tolist(), mi.flatten().tolist(), smooth=True)
+                             for zi, mi in zip(z, m)])
     if name == "combined":
-        parts = {n: reference_loss(n, mode, out, m, ctx)
-                 for n in ("structure", "logcosh_dice", "bce_dice", "exp_log", "lovasz")}
+        parts = {k: reference_loss(k, mode, out, m, ctx)
+                 for k in ("structure", "logcosh_dice", "bce_dice", "exp_log", "lovasz")}
         return (0.21 * parts["structure"] + 0.18 * parts["logcosh_dice"] + 0.20 * parts["bce_dice"]
                 + 0.15 * parts["exp_log"] + 0.26 * parts["lovasz"])
     if name == "bce":
@@ -119,24 +116,20 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     if name == "tversky":
         tp, fp, fn = (p * m).sum((1, 2, 3)), (p * (1 - m)).sum((1, 2, 3)), ((1 - p) * m).sum((1, 2, 3))
         return 1 - tp / (tp + 0.3 * fp + 0.7 * fn)
-    pix = bce_pixels_ref(p, m)
-    n = pix[0].numel()
     if name == "focal":
         p_t = torch.where(m == 1, p, 1 - p)
         a_t = torch.where(m == 1, 0.25, 0.75)
         return (-a_t * (1 - p_t) ** 2 * torch.log(p_t)).flatten(1).mean(1)
-    if name == "segpgd":
+    # the pixel set: still right (untargeted) / not yet at the target (targeted)
+    right = ((z > 0).float() == m).float()
+    todo = (1 - right) if ctx.targeted else right
+    if name == "segpgd":  # early weight on the pixels still to be won, whichever the direction
         lam = ctx.step / (2 * ctx.total_steps)
-        right = ((p > 0.5).float() == m).float()
-        return (((1 - lam) * right * pix).sum((1, 2, 3)) + (lam * (1 - right) * pix).sum((1, 2, 3))) / n
+        return (((1 - lam) * todo * pix).sum((1, 2, 3)) + (lam * (1 - todo) * pix).sum((1, 2, 3))) / n
     if name == "cospgd":
         cos = (p * m + (1 - p) * (1 - m)) / (torch.sqrt(p ** 2 + (1 - p) ** 2) * torch.sqrt(m ** 2 + (1 - m) ** 2))
         weight = (1 - cos) if ctx.targeted else cos
         return (weight.detach() * pix).flatten(1).mean(1)
-    # the pixel set: still right (untargeted) / not yet at the target (targeted)
-    right = ((p > 0.5).float() == m).float()
-    todo = (1 - right) if ctx.targeted else right
-    z = torch.log(p / (1 - p))
     if name == "masked_bce":
         return (todo * pix).sum((1, 2, 3)) / n
     if name == "js":
@@ -155,6 +148,30 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     if name == "asma":  # (1 - 2M) P: the other class's probability up to a constant
         return (todo * torch.where(m == 1, -p, p)).sum((1, 2, 3))
     raise AssertionError(name)
+
+
+def paper_reference(name: str, out: VictimOutput, m: torch.Tensor, ctx: LossContext) -> torch.Tensor:
+    """The paper's six in the notebooks' forms, on the fused probability P."""
+    p = out.prob
+    d = dice_ref(p, m)
+    bce = bce_ref(p, m)
+    if name == "logcosh_dice":
+        return torch.log(torch.cosh(1 - d))
+    if name == "bce_dice":
+        return bce + 1 - d
+    if name == "exp_log":
+        return 0.5 * (-torch.log(1 - d)) ** 2 + 0.5 * (-torch.log(bce)) ** 2
+    if name == "structure":
+        return sum(structure_ref(z, m, weighted_bce=False) for z in out.side_probs)
+    if name == "lovasz":  # probabilities as logits, mean over rows
+        values = []
+        for pi, mi in zip(p, m):
+            rows = [lovasz_brute(pi[0, r].tolist(), mi[0, r].tolist()) for r in range(pi.shape[1])]
+            values.append(sum(rows) / len(rows))
+        return torch.tensor(values)
+    parts = {k: paper_reference(k, out, m, ctx) for k in ("structure", "logcosh_dice", "bce_dice", "exp_log", "lovasz")}
+    return (0.21 * parts["structure"] + 0.18 * parts["logcosh_dice"] + 0.20 * parts["bce_dice"]
+            + 0.15 * parts["exp_log"] + 0.26 * parts["lovasz"])
 
 
 CTXS = (LossContext(step=3, total_steps=10, targeted=False), LossContext(step=7, total_steps=10, targeted=True))
@@ -367,14 +384,17 @@ def test_saturated_predictions_reach_expected_values() -> None:
     """Sanity at the extremes: the clamps give the documented values, not just finite ones."""
     m = extreme_masks()["one_pixel"]
     p = torch.zeros(SHAPE)
-    out = VictimOutput((p - 80,), p, (p,))
+    out = VictimOutput((p - 80,), p, (p,), p - 80)  # fused logit -80 everywhere
     n = m[0].numel()
-    torch.testing.assert_close(build_loss("bce")(out, m, LossContext()), torch.full((2,), 100.0 / n))
-    # paper exp-log: D = 0 -> -log(1) = 0; BCE = 100/42
+    # clean forms read the logit: the one foreground pixel costs softplus(80) = 80, the rest ~0
+    torch.testing.assert_close(build_loss("bce")(out, m, LossContext()), torch.full((2,), 80.0 / n))
+    # paper exp-log reads P = 0: D = 0 -> -log(1) = 0; BCE with logs clamped at -100 = 100/42
     torch.testing.assert_close(build_loss("exp_log", "paper")(out, m, LossContext()),
                                torch.full((2,), 0.5 * math.log(n / 100.0) ** 2))
-    # clean exp-log: D clamped to 1e-7; one pixel with -ln p_t = 100, the others clamped to 1e-6
-    want = 0.8 * (-math.log(1e-7)) ** 0.3 + 0.2 * (100 ** 0.3 + (n - 1) * 1e-6 ** 0.3) / n
+    # clean exp-log: D clamped to 1e-7 (1 - D to the float32 below 1 - 1e-7); one pixel with -ln p_t = 80,
+    # the others ~0; bases shifted by 1e-6
+    minus_log_d = float(-torch.log1p(-torch.tensor(1 - 1e-7)))
+    want = 0.8 * (minus_log_d + 1e-6) ** 0.3 + 0.2 * ((80 + 1e-6) ** 0.3 + (n - 1) * 1e-6 ** 0.3) / n
     torch.testing.assert_close(build_loss("exp_log", "clean")(out, m, LossContext()), torch.full((2,), want))
 
 

@@ -212,15 +212,15 @@ def test_markdown_by_hand() -> None:
     other_eps = [dict(record, eps=0.03) for record in untargeted()[4:]]  # pgd only at eps 0.03
     text = attack_comparison_markdown(attack_comparison(untargeted() + targeted() + other_eps))
     untargeted_part, white_part = text.split("## kvasir, untargeted\n")[1].split("## kvasir, white\n")
-    assert untargeted_part.startswith("\nClean mIoU: 0.700 (mIoU with the ground truth, lower")
-    assert ("| attack | mIoU / ASR % (eps 0.03) | passes / image (eps 0.03) "
-            "| mIoU / ASR % (eps 8/255) | passes / image (eps 8/255) |") in untargeted_part
+    assert untargeted_part.startswith("\nClean score: 0.700 (mIoU with the ground truth, lower")
+    assert ("| attack | score / ASR % (eps 0.03) | passes / image (eps 0.03) "
+            "| score / ASR % (eps 8/255) | passes / image (eps 8/255) |") in untargeted_part
     assert "| medis | - | - | 0.400 / 50.0 | 10.0 |" in untargeted_part
     assert "| pgd | 0.325 / 50.0 | 6.0 | 0.325 / 50.0 | 6.0 |" in untargeted_part
     assert "| ensemble | 0.325 / 50.0 | 6.0 | 0.250 / 100.0 | 16.0 |" in untargeted_part
     table = [line for line in untargeted_part.splitlines() if line.startswith("| ")]
     assert table[-1].startswith("| ensemble |")
-    assert white_part.startswith("\nClean mIoU: 0.150 (mIoU with the target, higher")
+    assert white_part.startswith("\nClean score: 0.150 (score toward the target, higher")
     assert "| medis | 0.900 / 100.0 | - |" in white_part
     assert "| ensemble | 0.600 / 50.0 | - |" in white_part
     assert "transfer" not in text.split("\n## ")[1]
@@ -233,7 +233,7 @@ def test_markdown_eps_none_job_and_transfer() -> None:
                for record in untargeted()]
     text = attack_comparison_markdown(attack_comparison(records, by=("job",)))
     assert "## kvasir, untargeted, job: -\n" in text
-    assert "| attack | mIoU / ASR % (eps none) | passes / image (eps none) | transfer mIoU / ASR % (eps none) |" in text
+    assert "| attack | score / ASR % (eps none) | passes / image (eps none) | transfer score / ASR % (eps none) |" in text
     assert "| ensemble | 0.250 / 100.0 | 16.0 | 0.500 / 0.0 |" in text
 
 

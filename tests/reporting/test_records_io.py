@@ -28,7 +28,8 @@ def rec(image_id: str, loss: str = "bce", target: str = "untargeted", success: b
 def test_columns_fixed_order() -> None:
     assert RECORD_COLUMNS[:6] == ("dataset", "image_id", "target", "loss", "mode", "eps")
     assert RECORD_COLUMNS[16] == "trajectory"
-    assert RECORD_COLUMNS[17:] == ("attack", "forwards", "backwards", "transfer_metric", "transfer_success")
+    assert RECORD_COLUMNS[17:] == ("attack", "forwards", "backwards", "transfer_metric", "transfer_success",
+                                   "set_aside", "clean_metric", "real_metric", "real_success")
 
 
 def test_optional_attack_columns_round_trip(tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ def test_round_trip_types(tmp_path: Path) -> None:
     assert c["eps"] is None and c["ssim"] is None and c["metric"] is None  # NaN: not measured
     assert c["trajectory"] == (1.0, math.inf)
     # everything else equal to what was written
-    expected = {key: None for key in RECORD_COLUMNS} | dict(records[0])  # optional columns absent: None
+    expected = {key: None for key in RECORD_COLUMNS} | {"set_aside": False} | dict(records[0])  # absent: defaults
     assert dict(a) == expected | {"trajectory": tuple(expected["trajectory"])}
     assert a == as_record(records[0])
 
@@ -144,7 +145,7 @@ def test_wrong_field_count_raises_with_line_number(tmp_path: Path) -> None:
         writer.append([rec("a"), rec("b")])
     with open(path, "a") as handle:
         handle.write("kvasir,c,untargeted\n")  # a complete but malformed line: line 4
-    with pytest.raises(DataError, match=r"records\.csv: line 4: 3 fields, expected 22"):
+    with pytest.raises(DataError, match=r"records\.csv: line 4: 3 fields, expected 26"):
         read_records(path)
 
 

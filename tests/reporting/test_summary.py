@@ -70,19 +70,21 @@ def test_markdown_by_hand(tmp_path: Path) -> None:
     assert lines[start + 3] == "| dice | 66.7 | 3.50 | 66.7 | 3.50 |"
     assert lines[start + 4] == "| parallel fusion | 100.0 | 2.33 | 66.7 | 3.50 |"  # fused row last
     assert lines[start + 5] == ""
-    norms = lines[start + 6]
+    assert lines[start + 6] == "Parallel fusion, per target:"
+    untargeted, random = lines[start + 8], lines[start + 9]
     # untargeted chosen: (a,bce) linf 2, (b,bce) 4, (c,dice) 6; random: (a,dice) 8, (b,dice) 4
-    assert "untargeted: L∞ 4.00/255, L2 0.40, SSIM 0.960, PSNR 36.00 dB" in norms
-    assert "random: L∞ 6.00/255" in norms
-    assert norms.index("untargeted:") < norms.index("random:")
+    assert untargeted == ("- untargeted: 3 images attacked, 0 set aside; 0 of 3 successes at the first record; "
+                          "L∞ 4.00/255, L2 0.40, SSIM 0.960, PSNR 36.00 dB")
+    assert random.startswith("- random: 3 images attacked, 0 set aside; 0 of 2 successes at the first record; "
+                             "L∞ 6.00/255")
 
 
 def test_csv_matches_fusion(tmp_path: Path) -> None:
     csv_path, _ = write_summary(table(), tmp_path)
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["dataset", "target", "loss", "images", "successes", "asr", "distortion",
-                                     "linf", "l2", "ssim", "psnr"]
+        assert reader.fieldnames == ["dataset", "target", "loss", "images", "set_aside", "pruned", "successes", "asr",
+                                     "distortion", "at_first", "real_asr", "linf", "l2", "ssim", "psnr"]
         got = list(reader)
     expected = summary_table(table())
     assert len(got) == len(expected) == 6
@@ -129,7 +131,7 @@ def test_eps_gives_one_table_per_eps(tmp_path: Path) -> None:
     first, second = text.split("## kvasir (eps = 0.0313725 (8/255))")
     assert "| parallel fusion | 100.0 | 2.33 | 66.7 | 3.50 |" in first
     assert "| parallel fusion | 0.0 | - | 0.0 | - |" in second  # nothing succeeded: "-"
-    assert "untargeted: L∞ -/255, L2 -, SSIM -, PSNR - dB" in second
+    assert "untargeted: 3 images attacked, 0 set aside; 0 of 0 successes at the first record; L∞ -/255, L2 -, SSIM -, PSNR - dB" in second
 
 
 def test_target_order_and_missing_cells(tmp_path: Path) -> None:
@@ -180,5 +182,6 @@ def test_markdown_table_helper() -> None:
 
 def test_empty_records(tmp_path: Path) -> None:
     csv_path, md_path = write_summary([], tmp_path)
-    assert csv_path.read_text() == "dataset,target,loss,images,successes,asr,distortion,linf,l2,ssim,psnr\n"
+    assert csv_path.read_text() == ("dataset,target,loss,images,set_aside,pruned,successes,asr,distortion,at_first,"
+                                    "real_asr,linf,l2,ssim,psnr\n")
     assert "No records." in md_path.read_text(encoding="utf-8")

@@ -36,11 +36,12 @@ from medis.attacks.criteria import Criteria
 from medis.attacks.kinds import TargetKind, target_kind
 from medis.attacks.max_batch import AUTO, auto_max_batch
 from medis.attacks.projection import per_sample
-from medis.attacks.recording import AttackResult, records_of, scores, transfer_scores
+from medis.attacks.recording import AttackResult, judged_elsewhere, records_of
 from medis.attacks.replicas import LossFn, Replicas, better, replica_losses
 from medis.attacks.rules import StepInfo
+from medis.attacks.scoring import Scorer
 from medis.errors import ConfigError
-from medis.losses import LossContext, build_loss
+from medis.losses import LossContext, build_loss, logit_forms
 from medis.models.frontend import VictimOutput, frozen
 
 __all__ = ["AttackResult", "EngineOptions", "run_attack"]
@@ -82,10 +83,10 @@ class _Run:
     attack: Attack
     target: TargetKind
     criteria: Criteria
+    scorer: Scorer
     loss_fns: dict[str, LossFn]
     max_batch: int | None
     options: EngineOptions
-    double: bool
     result: AttackResult = field(default_factory=lambda: AttackResult(records=[]))
 
 
@@ -101,10 +102,14 @@ def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn] | None, attack:
 
 
 def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor, ids: Sequence[str], dataset: str,
-                      seed: int, transfer: VictimFn | None = None) -> AttackResult:
+                      seed: int, skipped: torch.Tensor, transfer: VictimFn | None = None) -> AttackResult:
     criteria, names = run.criteria, list(run.loss_fns)
-    state = Replicas(images, references, len(names), run.attack, run.target, seed, criteria.records,
+    state = Replicas(images, references, names, run.attack, run.target, seed, ids, criteria.records,
                      track_best=transfer is not None)
+    state.skipped = skipped.to(state.done.device)
+    state.done |= state.skipped
+    if run.scorer.needs_clean:
+        _set_aside(run, state, images)
     for position in range(criteria.records):
         remaining = (~state.done).nonzero().squeeze(1).cpu()  # the one host read per step
         if remaining.numel() == 0:
@@ -125,9 +130,31 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
             state.done |= prune
     transferred = None
     if transfer is not None:
-        transferred = transfer_scores(transfer, state, criteria, run.attack.mode, run.double, run.max_batch)
+        transferred = judged_elsewhere(transfer, state, state.best, images, run.scorer, run.max_batch)
+    real = None
+    if callable(getattr(run.victim, "real_pipeline", None)):
+        real = judged_elsewhere(run.victim.real_pipeline, state, state.chosen, images, run.scorer, run.max_batch)
     return records_of(state, names, run.attack, run.target.name, criteria, ids, dataset,
-                      run.options.keep_images, transferred, run.result)
+                      run.options.keep_images, transferred, real, run.result)
+
+
+
+def _set_aside(run: _Run, state: Replicas, images: torch.Tensor) -> None:
+    """Clean mode: predict the clean images once, and set aside the replicas whose clean prediction
+    already satisfies the success rule (a clean failure; a prediction already at its target). The
+    clean pass is counted on each image's first replica."""
+    with torch.no_grad():
+        state.clean_pred = torch.cat([run.victim(part).prob > 0.5
+                                      for part in images.split(run.max_batch or images.shape[0])])
+    run.result.forward_replicas += images.shape[0]
+    state.forwards[: images.shape[0]] += 1  # loss-major: rows 0..B-1 are the first loss's replicas
+    clean = state.clean_pred[state.image_of.to(state.clean_pred.device)]
+    raw, judged = run.scorer(clean, state.reference, clean)
+    state.clean_score = raw
+    state.set_aside = run.criteria.succeeds(judged)
+    state.done |= state.set_aside
+    state.trajectory[:, 0] = torch.where(state.set_aside, raw, state.trajectory[:, 0])
+    state.last_score = torch.where(state.set_aside, raw, state.last_score)
 
 
 def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice:
@@ -148,7 +175,8 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
     with torch.set_grad_enabled(update):
         out = run.victim(x)
         reference = state.reference[chunk]
-        raw, score = scores(out.prob, reference, run.attack.mode, run.double)
+        clean = None if state.clean_pred is None else state.clean_pred[state.image_of[chunk_host].to(x.device)]
+        raw, score = run.scorer(out.prob.detach() > 0.5, reference, clean)
         state.trajectory[chunk, position] = torch.where(live, raw, state.trajectory[chunk, position])
         state.last_score[chunk] = torch.where(live, score, state.last_score[chunk])
         unsolved = live & (state.success_at[chunk] < 0)
@@ -169,7 +197,10 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
             (grad,) = torch.autograd.grad(values.sum(), x)
             run.result.backward_replicas += chunk_host.numel()
             state.backwards[chunk] += 1
-            info = StepInfo(values.detach(), raw, position, run.attack.budget.steps)
+            tracked = None
+            if run.attack.rule.tracks_cross_entropy:
+                tracked = logit_forms.bce_loss(logit_forms.fused_logit(out), reference.to(out.prob.dtype)).detach()
+            info = StepInfo(values.detach(), raw, position, run.attack.budget.steps, tracked)
             _move(run.attack, state, chunk, x.detach(), grad, info, live & ~stop)
     state.done[chunk] |= stop
 
@@ -195,7 +226,7 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
                attack: Attack | None = None, *, target: str | TargetKind = "untargeted",
                losses: Sequence[str] | Mapping[str, LossFn] | None = None, options: EngineOptions | None = None,
                seed: int = 0, ids: Sequence[str] | None = None, dataset: str = "",
-               transfer_to: VictimFn | None = None) -> AttackResult:
+               transfer_to: VictimFn | None = None, skip: Mapping[str, Sequence[bool]] | None = None) -> AttackResult:
     """Attack ``images`` with every loss of ``attack`` at once.
 
     Args:
@@ -217,6 +248,8 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
         dataset: data set name for the records.
         transfer_to: another victim (black-box transfer): each replica's best adversarial image (by
             the recorded score) is judged on it too, giving ``transfer_metric`` and ``transfer_success``.
+        skip: ``{loss: one flag per image}``: flagged (image, loss) pairs are not attacked and give no
+            record (the paper's per-loss random targets that equal an image's ground truth).
 
     Returns:
         :class:`~medis.attacks.recording.AttackResult` with one :class:`~medis.records.Record` per
@@ -247,8 +280,8 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, image in enumerate(image_list):
         groups.setdefault(tuple(image.shape), []).append(i)
-    run = _Run(victim, attack, kind, attack.judged(kind.targeted), loss_fns, None, options,
-               double=attack.mode == "paper" and kind.uniform)
+    criteria = attack.judged(kind.targeted)
+    run = _Run(victim, attack, kind, criteria, Scorer(attack.mode, kind, criteria), loss_fns, None, options)
     with contextlib.ExitStack() as stack:
         for network in (model, getattr(transfer_to, "model", transfer_to)):
             stack.enter_context(frozen(network))
@@ -259,7 +292,9 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
             batch = torch.stack([image_list[i] for i in members])
             refs = torch.stack([torch.stack([per_loss[name][i] for i in members]) for name in loss_fns])
             refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # loss-major replicas
-            _attack_same_size(run, batch, refs, [ids[i] for i in members], dataset, seed, transfer_to)
+            skipped = torch.tensor([bool(skip[name][i]) if skip and name in skip else False
+                                    for name in loss_fns for i in members])
+            _attack_same_size(run, batch, refs, [ids[i] for i in members], dataset, seed, skipped, transfer_to)
     position = {image_id: i for i, image_id in enumerate(ids)}
     names = list(loss_fns)
     run.result.records.sort(key=lambda rec: (position[rec.image_id], names.index(rec.loss)))

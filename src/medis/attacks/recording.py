@@ -1,9 +1,7 @@
-"""What the engine returns: the scores it records, and one record per replica.
+"""What the engine returns: one record per replica, and the judgments of its adversarial images on
+another model (transfer) and through the real pipeline (8-bit image, the loaders' resize).
 
-The recorded score of a prediction is its mIoU with the replica's reference
-(:func:`medis.metrics.target_score`: the paper's 3-decimal two-class mIoU in paper mode); in paper
-mode the success rule reads it doubled for uniform (all-white / all-black) targets, as the paper
-reports them (docs/method.md, "Metrics").
+Scores are those of :mod:`medis.attacks.scoring`.
 """
 
 from __future__ import annotations
@@ -16,11 +14,12 @@ import torch
 from medis.attacks.attack import Attack
 from medis.attacks.criteria import Criteria
 from medis.attacks.replicas import Replicas
-from medis.metrics import perturbation_norms, ssim_psnr, target_score
+from medis.attacks.scoring import Scorer
+from medis.metrics import perturbation_norms, ssim_psnr
 from medis.models.frontend import VictimOutput
 from medis.records import Record
 
-__all__ = ["AttackResult", "records_of", "scores", "transfer_scores"]
+__all__ = ["AttackResult", "judged_elsewhere", "records_of"]
 
 
 @dataclass
@@ -45,27 +44,37 @@ class AttackResult:
         self.backward_replicas += other.backward_replicas
 
 
-def scores(prob: torch.Tensor, reference: torch.Tensor, mode: str, double: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(recorded score, score the success rule reads) of (R, 1, H, W) probabilities, each (R,): the
-    paper's ×2 correction for uniform targets (``double``) applies to the second only."""
-    raw = target_score(prob.detach() > 0.5, reference, mode)
-    return raw, raw * 2.0 if double else raw
-
-
-def transfer_scores(victim: Callable[[torch.Tensor], VictimOutput], state: Replicas, criteria: Criteria, mode: str,
-                    double: bool, max_batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score of every replica's best adversarial image on another model, and its success. (R,), (R,)."""
-    parts = []
+def judged_elsewhere(victim: Callable[[torch.Tensor], VictimOutput], state: Replicas, adversarial: torch.Tensor,
+                     images: torch.Tensor, scorer: Scorer, max_batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The score of every replica's ``adversarial`` image (R, 3, H, W) on another victim (a transfer
+    model, or the real pipeline of the attacked one) and its success there; clean-mode scores are
+    taken against that victim's own clean predictions of ``images`` (B, 3, H, W). (R,), (R,)."""
+    rows = max_batch or state.count
     with torch.no_grad():
-        for rows in torch.arange(state.count).split(max_batch or state.count):
-            parts.append(scores(victim(state.best[rows]).prob, state.reference[rows], mode, double))
-    raw, score = (torch.cat(values) for values in zip(*parts))
-    return raw, criteria.succeeds(score)
+        clean = None
+        if scorer.needs_clean:
+            clean_pred = torch.cat([victim(part).prob > 0.5 for part in images.split(rows)])
+            clean = clean_pred[state.image_of.to(clean_pred.device)]
+        parts = [scorer(victim(adversarial[idx]).prob > 0.5, state.reference[idx],
+                        None if clean is None else clean[idx])
+                 for idx in torch.arange(state.count).split(rows)]
+    raw, judged = (torch.cat(values) for values in zip(*parts))
+    return raw, scorer.criteria.succeeds(judged)
+
+
+def _judgments(judged: tuple[torch.Tensor, torch.Tensor] | None, set_aside: list[bool]) -> tuple[list, list]:
+    """(metrics, successes) as lists, ``None`` where there is no judgment or the replica was set aside."""
+    if judged is None:
+        return [None] * len(set_aside), [None] * len(set_aside)
+    metric, success = (t.detach().cpu().tolist() for t in judged)
+    return ([None if aside else m for m, aside in zip(metric, set_aside)],
+            [None if aside else bool(ok) for ok, aside in zip(success, set_aside)])
 
 
 def records_of(state: Replicas, names: list[str], attack: Attack, target: str, criteria: Criteria,
                ids: Sequence[str], dataset: str, keep_images: bool,
-               transferred: tuple[torch.Tensor, torch.Tensor] | None, result: AttackResult) -> AttackResult:
+               transferred: tuple[torch.Tensor, torch.Tensor] | None,
+               real: tuple[torch.Tensor, torch.Tensor] | None, result: AttackResult) -> AttackResult:
     """Append one record per replica to ``result``, with norms and SSIM/PSNR of the chosen
     adversarial image (at the success record, else the last evaluated); returns ``result``."""
     norms = perturbation_norms(state.chosen, state.x0)
@@ -74,13 +83,17 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
     columns = {name: t.detach().cpu().tolist() for name, t in
                {"success_at": state.success_at, "success_score": state.success_score, "last": state.last_score,
                 "ssim": ssim, "psnr": psnr, "pruned": state.pruned, "forwards": state.forwards,
-                "backwards": state.backwards, **norms}.items()}
-    transfer_metric = transfer_success = [None] * state.count
-    if transferred is not None:
-        transfer_metric, transfer_success = (t.detach().cpu().tolist() for t in transferred)
+                "backwards": state.backwards, "set_aside": state.set_aside, "clean": state.clean_score,
+                **norms}.items()}
+    transfer_metric, transfer_success = _judgments(transferred, columns["set_aside"])
+    real_metric, real_success = _judgments(real, columns["set_aside"])
     trajectory = state.trajectory.cpu()
     eps = attack.budget.eps
+    clean_mode = state.clean_pred is not None
+    skipped = state.skipped.cpu().tolist()
     for r in range(state.count):
+        if skipped[r]:
+            continue
         image, k = int(state.image_of[r]), int(state.loss_of[r])
         ok = bool(success[r])
         result.records.append(Record(
@@ -92,8 +105,9 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
             **{key: columns[key][r] for key in ("linf", "l2", "linf_255", "l2_255", "ssim", "psnr")},
             trajectory=tuple(v for v in trajectory[r].tolist() if v == v), attack=attack.name,
             forwards=columns["forwards"][r], backwards=columns["backwards"][r],
-            transfer_metric=transfer_metric[r],
-            transfer_success=None if transfer_success[r] is None else bool(transfer_success[r])))
+            transfer_metric=transfer_metric[r], transfer_success=transfer_success[r],
+            set_aside=bool(columns["set_aside"][r]), clean_metric=columns["clean"][r] if clean_mode else None,
+            real_metric=real_metric[r], real_success=real_success[r]))
         if keep_images:
             result.adversarial[(ids[image], names[k])] = state.chosen[r].detach().cpu()
     return result

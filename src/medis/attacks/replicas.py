@@ -7,7 +7,8 @@ loss reads a block of rows of the victim's outputs (views, no gather or scatter)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -25,7 +26,9 @@ def split_outputs(out: VictimOutput, sizes: list[int]) -> list[VictimOutput]:
     """Consecutive row blocks of ``sizes`` rows each, as views."""
     logits = list(zip(*(z.split(sizes) for z in out.side_logits))) or [()] * len(sizes)
     probs = list(zip(*(p.split(sizes) for p in out.side_probs))) or [()] * len(sizes)
-    return [VictimOutput(tuple(z), prob, tuple(p)) for z, prob, p in zip(logits, out.prob.split(sizes), probs)]
+    fused = out.logit.split(sizes) if out.logit is not None else [None] * len(sizes)
+    return [VictimOutput(tuple(z), prob, tuple(p), logit)
+            for z, prob, p, logit in zip(logits, out.prob.split(sizes), probs, fused)]
 
 
 def replica_losses(out: VictimOutput, reference: torch.Tensor, loss_of: torch.Tensor, loss_fns: Mapping[str, LossFn],
@@ -50,6 +53,25 @@ def replica_losses(out: VictimOutput, reference: torch.Tensor, loss_of: torch.Te
     return torch.cat([fn(part, ref, context).to(out.prob.dtype) for fn, size, part, ref in blocks if size])
 
 
+def start_seed(seed: int, image_id: str, loss: str) -> int:
+    """The random start's seed of one (image, loss) replica: a function of the seed, the image id and
+    the loss label only, so the start does not depend on which other images share the batch."""
+    return (int(seed) * 1_000_003 + zlib.crc32(f"{image_id}\x1f{loss}".encode())) % (2**63)
+
+
+def random_starts(x0: torch.Tensor, attack: Attack, seed: int, ids: Sequence[str], losses: Sequence[str],
+                  image_of: torch.Tensor, loss_of: torch.Tensor) -> torch.Tensor:
+    """Every replica's starting point (R, C, H, W): its clean image, or a uniform random point of the
+    budget drawn from the replica's own generator (:func:`start_seed`)."""
+    if not attack.budget.random_start:
+        return x0.clone()
+    starts = torch.empty_like(x0)
+    for r in range(x0.shape[0]):
+        generator = torch.Generator().manual_seed(start_seed(seed, ids[int(image_of[r])], losses[int(loss_of[r])]))
+        starts[r] = attack.budget.start(x0[r:r + 1], generator)[0]
+    return starts
+
+
 def better(score: torch.Tensor, best: torch.Tensor, targeted: bool) -> torch.Tensor:
     """(R,) bool: ``score`` beats ``best`` for the attacker (a NaN best is always beaten)."""
     return torch.isnan(best) | (score > best if targeted else score < best)
@@ -61,29 +83,29 @@ class Replicas:
     Args:
         images: (B, 3, H, W) the clean images.
         references: (B·K, 1, H, W) each replica's reference, loss-major.
-        n_losses: K.
+        losses: the K loss labels.
         attack: the attack (its budget gives the random start, its rule the initial state).
         target: the target kind (the direction of the updates).
         seed: the random start's seed.
+        ids: the B image ids (the random starts are drawn per (seed, image id, loss)).
         records: the number of records per replica.
         track_best: keep the best iterate of every replica (for transfer judging).
     """
 
-    def __init__(self, images: torch.Tensor, references: torch.Tensor, n_losses: int, attack: Attack,
-                 target: TargetKind, seed: int, records: int, track_best: bool = False) -> None:
-        batch = images.shape[0]
+    def __init__(self, images: torch.Tensor, references: torch.Tensor, losses: Sequence[str], attack: Attack,
+                 target: TargetKind, seed: int, ids: Sequence[str], records: int, track_best: bool = False) -> None:
+        batch, n_losses = images.shape[0], len(losses)
         self.count = batch * n_losses
         device = images.device
         self.image_of = torch.arange(batch).repeat(n_losses)                      # host
         self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
         self.reference = references  # (R, 1, H, W), loss-major
-        # random starts are drawn image-major (b·K + k): a seed gives every (image, loss) the same
-        # start whatever the loss-major layout
-        generator = torch.Generator().manual_seed(seed)
-        start = attack.budget.start(images.detach().repeat_interleave(n_losses, 0), generator)
-        image_major = (self.image_of * n_losses + self.loss_of).to(device)
         self.x0 = images.detach().repeat(n_losses, 1, 1, 1)
-        self.x = start[image_major]
+        self.x = random_starts(self.x0, attack, seed, ids, losses, self.image_of, self.loss_of)
+        self.clean_pred: torch.Tensor | None = None  # (B, 1, H, W) bool, clean mode
+        self.set_aside = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.skipped = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.clean_score = torch.full((self.count,), float("nan"), device=device)
         self.rule_state = attack.rule.init(self.x0, attack.budget)
         self.direction = torch.full((self.count,), -1.0 if target.targeted else 1.0, device=device)
         self.trajectory = torch.full((self.count, records), float("nan"), device=device)

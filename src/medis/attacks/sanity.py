@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from medis.models.frontend import frozen
+import medis.losses.logit_forms as logit_forms
 from medis.metrics import paper_miou
 from medis.models.frontend import VictimOutput
 
@@ -95,8 +95,10 @@ def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
             failures += int((paper_miou((first > 0.5).float(), mask) <= UNTARGETED_SUCCESS).sum())
             x = batch.clone().requires_grad_(True)
             with torch.enable_grad():
-                prob = torch.nan_to_num(victim(x).prob, nan=0.5).clamp(1e-6, 1 - 1e-6)  # BCE refuses NaN
-                loss = F.binary_cross_entropy(prob, mask, reduction="sum")
+                # the attack's own BCE from logits: a zero gradient then means the front end or the
+                # network hides the pixel, not a saturated probability
+                z = torch.nan_to_num(logit_forms.fused_logit(victim(x)), nan=0.0)
+                loss = logit_forms.bce_map(z, mask).sum()
                 (grad,) = torch.autograd.grad(loss, x)
             finite = torch.isfinite(grad)
             nonfinite += int((~finite).sum())

@@ -111,6 +111,7 @@ class AttackModule(pl.LightningModule):
         self.gallery: dict[str, list[dict]] = {kind: [] for kind in self.targets}
         self.checks: dict[str, dict] = {}
         self._skipped: dict[str, set[tuple[str, str]]] = {kind: set() for kind in self.targets}
+        self._skipped_pairs: dict[str, set[tuple[tuple[str, str], str]]] = {kind: set() for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
         self._pool: TargetPool | None = None
@@ -195,15 +196,16 @@ class AttackModule(pl.LightningModule):
                       ids: list[str]) -> None:
         keys = [(dataset, image_id) for image_id in ids]
         references = self._references(kind, masks, keys)
-        keep = list(range(len(ids)))
-        if kind.targeted and not isinstance(references, dict):  # per-loss targets: not skipped
-            equal = same_as_ground_truth(references, masks)
-            self._skipped[kind.name] |= {keys[i] for i in range(len(ids)) if bool(equal[i])}
-            keep = [i for i in keep if not bool(equal[i])]
+        equal = self._equal_to_ground_truth(kind, references, masks)
+        keep = [i for i in range(len(ids)) if not all(flags[i] for flags in equal.values())]
+        self._skipped[kind.name] |= {keys[i] for i in range(len(ids)) if i not in keep}
+        self._skipped_pairs[kind.name] |= {(keys[i], label) for label, flags in equal.items() for i in keep
+                                           if flags[i]}
         wanted = self.gallery_size - len(self.gallery[kind.name])
         result = AttackResult(records=[])
         for member in self.members:
-            result.extend(self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, keep))
+            result.extend(self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, keep,
+                                              equal))
         self.records.extend(result.records)
         assert self._writer is not None
         self._writer.append(result.records)
@@ -213,8 +215,18 @@ class AttackModule(pl.LightningModule):
             reference = {k: pick(v) for k, v in references.items()} if isinstance(references, dict) else pick(references)
             self._keep_for_gallery(kind.name, dataset, pick(images), pick(masks), reference, pick(ids), result, wanted)
 
+    def _equal_to_ground_truth(self, kind, references, masks: list[torch.Tensor]) -> dict[str, list[bool]]:
+        """``{loss label (or "" for targets shared by all losses): one flag per image}``: the target
+        equals the image's ground truth, so the image (or, with the paper's per-loss targets, the
+        (image, loss) pair) is skipped and counted, never attacked."""
+        if not kind.targeted:
+            return {"": [False] * len(masks)}
+        if isinstance(references, dict):
+            return {label: same_as_ground_truth(refs, masks).tolist() for label, refs in references.items()}
+        return {"": same_as_ground_truth(references, masks).tolist()}
+
     def _attack_member(self, member: Attack, kind, keep_images: bool, dataset: str, images: list[torch.Tensor],
-                       references, ids: list[str], keep: list[int]) -> AttackResult:
+                       references, ids: list[str], keep: list[int], equal: dict[str, list[bool]]) -> AttackResult:
         """One attack of the plan on the images of ``keep`` it has not finished (resume)."""
         labels = self._labels(member)
         todo = [i for i in keep if any((dataset, ids[i], kind.name, label) not in self._done for label in labels)]
@@ -227,14 +239,21 @@ class AttackModule(pl.LightningModule):
             reference = pick(references)
         loss_fns = {label: build_loss(loss, member.mode) for label, loss in labels.items()}
         options = dataclasses.replace(self.engine, keep_images=True) if keep_images else self.engine
+        skip = {label: pick(flags) for label, flags in equal.items() if label in labels}
         return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,
-                          seed=self.seed, ids=pick(ids), dataset=dataset, transfer_to=self.transfer_victim)
+                          seed=self.seed, ids=pick(ids), dataset=dataset, transfer_to=self.transfer_victim, skip=skip)
 
     @property
     def skipped(self) -> dict[str, int]:
         """Images skipped per target kind because their target equals their ground truth (all ranks
         after the test epoch)."""
         return {kind: len(keys) for kind, keys in self._skipped.items()}
+
+    @property
+    def skipped_pairs(self) -> dict[str, int]:
+        """(image, loss) pairs skipped per target kind because the loss's own target (the paper's
+        per-loss random targets) equals the image's ground truth."""
+        return {kind: len(pairs) for kind, pairs in self._skipped_pairs.items()}
 
     # ------------------------------------------------------------------ gallery
     def _keep_for_gallery(self, kind: str, dataset: str, images: list[torch.Tensor], masks: list[torch.Tensor],
@@ -248,7 +267,7 @@ class AttackModule(pl.LightningModule):
                 probs = self.victim(torch.stack([images[i], adversarial.to(images[i])])).prob.cpu()
             self.gallery[kind].append({
                 "dataset": dataset, "id": image_id, "loss": best.loss, "success": best.success,
-                "steps": best.steps, "image": images[i].detach().cpu(), "adversarial": adversarial,
+                "steps": best.steps, "set_aside": best.set_aside, "image": images[i].detach().cpu(), "adversarial": adversarial,
                 "mask": masks[i].detach().cpu(), "reference": reference.detach().cpu(),
                 "clean_prob": probs[0], "adversarial_prob": probs[1]})
 
@@ -267,10 +286,11 @@ class AttackModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier("medis-records-merge")
             gathered: list = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, self._skipped)
-            for other in gathered:
-                for kind, keys in other.items():
-                    self._skipped[kind] |= keys
+            torch.distributed.all_gather_object(gathered, (self._skipped, self._skipped_pairs))
+            for skipped, pairs in gathered:
+                for kind in self.targets:
+                    self._skipped[kind] |= skipped[kind]
+                    self._skipped_pairs[kind] |= pairs[kind]
             if self.global_rank == 0:
                 self.records = merge_shards(self.output_dir)
             self.trainer.strategy.barrier("medis-records-merged")

@@ -34,12 +34,16 @@ class FusionCallback(pl.Callback):
         for row in self.rows:
             loss = "fused" if row["loss"] == "parallel fusion" else row["loss"]
             prefix = f"{row['dataset']}/{row['target']}" + (f"/eps{row['eps']:.4g}" if row.get("eps") is not None else "")
-            metrics[f"attack/asr/{prefix}/{loss}"] = float(row["asr"])
-            if row["distortion"] is not None:
-                metrics[f"attack/distortion/{prefix}/{loss}"] = float(row["distortion"])
+            for key in ("asr", "distortion", "real_asr", "set_aside"):
+                if row.get(key) is not None:
+                    metrics[f"attack/{key}/{prefix}/{loss}"] = float(row[key])
         for kind, count in getattr(pl_module, "skipped", {}).items():
             metrics[f"attack/skipped/{kind}"] = float(count)
-        columns = ["dataset", "target", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr"]
+        for kind, count in getattr(pl_module, "skipped_pairs", {}).items():
+            if count:
+                metrics[f"attack/skipped_pairs/{kind}"] = float(count)
+        columns = ["dataset", "target", "loss", "images", "set_aside", "successes", "asr", "distortion", "real_asr",
+                   "linf", "l2", "ssim", "psnr"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
             if isinstance(logger, WandbLogger):

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import torch
 
-LOGIT_EPS = 1e-6
-"""Clean mode takes ``torch.logit(P, eps=LOGIT_EPS)`` as the logits."""
-
-
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     """Gradient of the Lovász extension of the Jaccard loss, row by row. (R, N) -> (R, N).
 
@@ -42,14 +38,6 @@ def lovasz_hinge(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lovász hinge per image (Berman et al., CVPR 2018). (B,1,H,W) logits, (B,1,H,W) mask -> (B,)."""
     labels = mask.to(logits.dtype)
     return lovasz_hinge_rows(logits.flatten(1), labels.flatten(1))
-
-
-def lovasz_loss(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Clean-mode Lovász hinge (Berman et al., CVPR 2018) on logit(P). (B,1,H,W) x2 -> (B,).
-
-    The logits are ``torch.logit(P, eps=1e-6)`` (P clamped to [1e-6, 1 - 1e-6]).
-    """
-    return lovasz_hinge(torch.logit(prob, eps=LOGIT_EPS), mask)
 
 
 def lovasz_loss_paper(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Overlap (Dice-family) surrogate losses, each per sample.
+"""Overlap (Dice-family) surrogate losses on probabilities, each per sample: the paper-mode forms
+(the clean forms read logits: :mod:`medis.losses.logit_forms`).
 
 Every function takes the fused probability map ``prob`` P (B, 1, H, W) and the reference mask
 ``mask`` M (B, 1, H, W) in {0, 1}, and returns a (B,) tensor. Sums run over each sample's pixels.
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from medis.losses.pixelwise import bce_loss
 
 
-def _safe_ratio(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tensor:
+def safe_ratio(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tensor:
     """num / den, and ``empty`` where den == 0, with no NaN in the gradient either. (B,) -> (B,)."""
     nonzero = den > 0
     return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)), torch.full_like(num, empty))
@@ -28,7 +29,7 @@ def soft_dice(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     inter = (prob * mask).flatten(1).sum(1)
     den = prob.flatten(1).sum(1) + mask.flatten(1).sum(1)
-    return _safe_ratio(2.0 * inter, den, 1.0)
+    return safe_ratio(2.0 * inter, den, 1.0)
 
 
 def dice_loss(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -50,15 +51,3 @@ def bce_dice_loss(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """BCE + (1 - D) (Jadon, "A survey of loss functions for semantic segmentation", IEEE CIBCB
     2020, "combo"-style sum). (B,1,H,W) x2 -> (B,)."""
     return bce_loss(prob, mask) + dice_loss(prob, mask)
-
-
-def tversky_loss(prob: torch.Tensor, mask: torch.Tensor, alpha: float = 0.3, beta: float = 0.7) -> torch.Tensor:
-    """Tversky loss 1 - TP / (TP + α FP + β FN), 0 when TP = FP = FN = 0. (B,1,H,W) x2 -> (B,).
-
-    Salehi, Erdogmus, Gholipour, "Tversky loss function for image segmentation using 3D fully
-    convolutional deep networks", MLMI 2017; soft TP = Σ P·M, FP = Σ P·(1-M), FN = Σ (1-P)·M.
-    """
-    tp = (prob * mask).flatten(1).sum(1)
-    fp = (prob * (1.0 - mask)).flatten(1).sum(1)
-    fn = ((1.0 - prob) * mask).flatten(1).sum(1)
-    return 1.0 - _safe_ratio(tp, tp + alpha * fp + beta * fn, 1.0)

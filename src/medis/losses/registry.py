@@ -1,7 +1,11 @@
 """Surrogate losses by name: ``build_loss(name, mode)`` -> ``fn(outputs, reference, ctx) -> (B,)``.
 
 ``mode`` is ``"paper"`` (the forms of the MedIS notebooks, Shukla, Gupta, Gupta, Multimedia Tools
-and Applications 2023, quirks included) or ``"clean"`` (the published forms) (docs/method.md, "Surrogate losses").
+and Applications 2023, quirks included) or ``"clean"`` (the published forms) (docs/method.md,
+"Surrogate losses"). The paper's six losses have both forms: the paper form reads the fused
+probability as the notebooks did, the clean form the fused logit (:mod:`medis.losses.logit_forms`:
+no input gradient vanishes where the prediction saturates, none is constant for an empty reference).
+Every other loss has its clean form only, used in both modes.
 """
 
 from __future__ import annotations
@@ -12,12 +16,11 @@ from typing import Callable, Mapping
 import torch
 
 from medis.errors import ConfigError
-from medis.losses.explog import exp_log_loss, exp_log_loss_paper
-from medis.losses.lovasz import lovasz_loss, lovasz_loss_paper
-from medis.losses.overlap import bce_dice_loss, dice_loss, logcosh_dice_loss, tversky_loss
-from medis.losses.pixelset import asma_loss, dag_loss
-from medis.losses.pixelwise import bce_loss, cospgd_loss, focal_loss, segpgd_loss
-from medis.losses.sea import js_divergence_loss, masked_bce_loss, masked_logit_loss
+import medis.losses.logit_attacks as logit_attacks
+import medis.losses.logit_forms as logit_forms
+from medis.losses.explog import exp_log_loss_paper
+from medis.losses.lovasz import lovasz_loss_paper
+from medis.losses.overlap import bce_dice_loss, logcosh_dice_loss
 from medis.losses.sides import side_structure_loss
 from medis.models.frontend import VictimOutput
 
@@ -75,42 +78,54 @@ def _structure(paper: bool) -> LossFn:
     return loss
 
 
-def _segpgd(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
-    return segpgd_loss(outputs.prob, _reference(outputs, reference), ctx.step, ctx.total_steps)
-
-
-def _cospgd(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
-    return cospgd_loss(outputs.prob, _reference(outputs, reference), ctx.targeted)
-
-
-def _with_direction(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> LossFn:
-    """A loss of (P, M, targeted) as a :data:`LossFn` (its pixel set depends on the direction)."""
+def _on_logit(fn: Callable[..., torch.Tensor]) -> LossFn:
+    """A loss of (z, M) as a :data:`LossFn` (z: :func:`~medis.losses.logit_forms.fused_logit`)."""
 
     def loss(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
-        return fn(outputs.prob, _reference(outputs, reference), ctx.targeted)
+        return fn(logit_forms.fused_logit(outputs), _reference(outputs, reference))
 
     loss.__doc__ = fn.__doc__
     return loss
 
 
-_segpgd.__doc__ = segpgd_loss.__doc__
-_cospgd.__doc__ = cospgd_loss.__doc__
+def _with_direction(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> LossFn:
+    """A loss of (z, M, targeted) as a :data:`LossFn` (its pixel set depends on the direction)."""
+
+    def loss(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
+        return fn(logit_forms.fused_logit(outputs), _reference(outputs, reference), ctx.targeted)
+
+    loss.__doc__ = fn.__doc__
+    return loss
+
+
+def _segpgd(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
+    return logit_attacks.segpgd_loss(logit_forms.fused_logit(outputs), _reference(outputs, reference), ctx.step,
+                                     ctx.total_steps, ctx.targeted)
+
+
+_segpgd.__doc__ = logit_attacks.segpgd_loss.__doc__
+
+
+def _both(fn: LossFn) -> dict[str, LossFn]:
+    return {"clean": fn, "paper": fn}
+
 
 _LOSSES: dict[str, dict[str, LossFn]] = {
-    "logcosh_dice": {"clean": _on_prob(logcosh_dice_loss), "paper": _on_prob(logcosh_dice_loss)},
-    "bce_dice": {"clean": _on_prob(bce_dice_loss), "paper": _on_prob(bce_dice_loss)},
-    "exp_log": {"clean": _on_prob(exp_log_loss), "paper": _on_prob(exp_log_loss_paper)},
+    "logcosh_dice": {"clean": _on_logit(logit_forms.logcosh_dice_loss), "paper": _on_prob(logcosh_dice_loss)},
+    "bce_dice": {"clean": _on_logit(logit_forms.bce_dice_loss), "paper": _on_prob(bce_dice_loss)},
+    "exp_log": {"clean": _on_logit(logit_forms.exp_log_loss), "paper": _on_prob(exp_log_loss_paper)},
     "structure": {"clean": _structure(False), "paper": _structure(True)},
-    "lovasz": {"clean": _on_prob(lovasz_loss), "paper": _on_prob(lovasz_loss_paper)},
-    "bce": {"clean": _on_prob(bce_loss), "paper": _on_prob(bce_loss)},
-    "dice": {"clean": _on_prob(dice_loss), "paper": _on_prob(dice_loss)},
-    "tversky": {"clean": _on_prob(tversky_loss), "paper": _on_prob(tversky_loss)},
-    "focal": {"clean": _on_prob(focal_loss), "paper": _on_prob(focal_loss)},
-    "segpgd": {"clean": _segpgd, "paper": _segpgd},
-    "cospgd": {"clean": _cospgd, "paper": _cospgd},
-    **{name: {"clean": _with_direction(fn), "paper": _with_direction(fn)} for name, fn in (
-        ("masked_bce", masked_bce_loss), ("js", js_divergence_loss), ("masked_logit", masked_logit_loss),
-        ("dag", dag_loss), ("asma", asma_loss))},
+    "lovasz": {"clean": _on_logit(logit_forms.lovasz_loss), "paper": _on_prob(lovasz_loss_paper)},
+    "bce": _both(_on_logit(logit_forms.bce_loss)),
+    "dice": _both(_on_logit(logit_forms.dice_loss)),
+    "tversky": _both(_on_logit(logit_forms.tversky_loss)),
+    "focal": _both(_on_logit(logit_forms.focal_loss)),
+    "segpgd": _both(_segpgd),
+    "cospgd": _both(_with_direction(logit_attacks.cospgd_loss)),
+    **{name: _both(_with_direction(fn)) for name, fn in (
+        ("masked_bce", logit_attacks.masked_bce_loss), ("js", logit_attacks.js_divergence_loss),
+        ("masked_logit", logit_attacks.masked_logit_loss), ("dag", logit_attacks.dag_loss),
+        ("asma", logit_attacks.asma_loss))},
 }
 
 

@@ -18,11 +18,13 @@ def side_structure_loss(outputs: VictimOutput, mask: torch.Tensor, paper: bool =
         outputs: the victim's outputs; clean mode reads ``side_logits``, paper mode ``side_probs``.
         mask: (B, 1, H, W) reference M in {0, 1}.
         paper: the MedIS notebook form: the (min-max normalised) side probabilities are fed where
-            logits belong, and PraNet's unweighted BCE term is kept (``paper_bce=True``).
+            logits belong, and PraNet's unweighted BCE term is kept (``paper_bce=True``); otherwise
+            the side logits, in the saturation-safe form (``structure_loss(stable=True)``).
     """
     maps = outputs.side_probs if paper else outputs.side_logits
     if not maps:
         raise ValueError("structure loss needs at least one side output")
     mask = mask.to(maps[0].dtype)
     weights = structure_weights(mask)  # shared by every side output: it depends on the mask only
-    return torch.stack([structure_loss(z, mask, paper_bce=paper, weights=weights) for z in maps]).sum(0)
+    return torch.stack([structure_loss(z, mask, paper_bce=paper, weights=weights, stable=not paper)
+                        for z in maps]).sum(0)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import medis.losses.logit_forms as logit_forms
+
 BOX = 31
 """Side of PraNet's square averaging window."""
 
@@ -41,7 +43,7 @@ def structure_weights(mask: torch.Tensor) -> torch.Tensor:
 
 
 def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = False,
-                   weights: torch.Tensor | None = None) -> torch.Tensor:
+                   weights: torch.Tensor | None = None, stable: bool = False) -> torch.Tensor:
     """Weighted BCE + weighted IoU, per sample.
 
     Args:
@@ -50,18 +52,23 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = F
         paper_bce: reproduce PraNet's unweighted BCE term (see the module docstring).
         weights: :func:`structure_weights` of ``mask`` when the caller already has them (they
             depend on the mask only, so several side outputs can share them).
+        stable: the BCE and σ(z) in the forms of :mod:`medis.losses.logit_forms`, whose input
+            gradients do not vanish where σ saturates (the clean-mode attack); the same values.
 
     Returns:
         (B,) loss per sample.
     """
     if weights is None:
         weights = structure_weights(mask)
-    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    if stable:
+        bce = logit_forms.bce_map(logits, mask)
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
     if paper_bce:
         wbce = bce.mean(dim=(1, 2, 3))
     else:
         wbce = (weights * bce).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
-    prob = torch.sigmoid(logits)
+    prob = logit_forms.probabilities(logits)[0] if stable else torch.sigmoid(logits)
     inter = (prob * mask * weights).sum(dim=(1, 2, 3))
     union = ((prob + mask) * weights).sum(dim=(1, 2, 3))
     wiou = 1.0 - (inter + 1.0) / (union - inter + 1.0)

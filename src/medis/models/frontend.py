@@ -33,8 +33,10 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,11 +55,15 @@ class VictimOutput:
         prob: fused probability map (B, 1, H, W) in [0, 1] (see the module docstring).
         side_probs: (B, 1, H, W) per side output as fused (``paper``: min-max normalised sigmoids;
             otherwise plain sigmoids).
+        logit: (B, 1, H, W) the fused logit, ``prob = sigmoid(logit)`` (``clean``: the mean of the side
+            logits; ``last``: the last one); ``None`` for the paper fusion, which has none. Losses
+            read it where it exists: gradients through a probability vanish where it saturates.
     """
 
     side_logits: tuple[torch.Tensor, ...]
     prob: torch.Tensor
     side_probs: tuple[torch.Tensor, ...]
+    logit: torch.Tensor | None = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -79,14 +85,22 @@ def fuse_side_outputs(side_logits: Sequence[torch.Tensor], fusion: Fusion) -> tu
     Returns:
         (fused probability (B,1,H,W), per-side probabilities as used by the fusion).
     """
+    out = fused_output(side_logits, fusion)
+    return out.prob, out.side_probs
+
+
+def fused_output(side_logits: Sequence[torch.Tensor], fusion: Fusion) -> VictimOutput:
+    """The :class:`VictimOutput` of side logit maps (each (B,1,H,W)) under ``fusion`` (module docstring)."""
+    side_logits = tuple(side_logits)
     if fusion == "paper":
         probs = tuple(minmax_per_image(torch.sigmoid(z)) for z in side_logits)
-        return torch.stack(probs).mean(0), probs
+        return VictimOutput(side_logits, torch.stack(probs).mean(0), probs)
     probs = tuple(torch.sigmoid(z) for z in side_logits)
     if fusion == "clean":
-        return torch.sigmoid(torch.stack(tuple(side_logits)).mean(0)), probs
+        logit = torch.stack(side_logits).mean(0)
+        return VictimOutput(side_logits, torch.sigmoid(logit), probs, logit)
     if fusion == "last":
-        return probs[-1], probs
+        return VictimOutput(side_logits, probs[-1], probs, side_logits[-1])
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
 
 
@@ -112,15 +126,17 @@ class Victim(nn.Module):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.fusion = fusion
         self.antialias = antialias
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        # float64, cast to the images' dtype at use: a float64 victim gets the exact constants, a
+        # float32 one the same float32 values as ever
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) resized (bilinear) and normalised, in the graph."""
         if tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False,
                                    antialias=self.antialias)
-        return (images - self.mean) / self.std
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
     def side_logits(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:
         """The model's side outputs as logits resized (bilinear) to ``out_size`` (default: input size)."""
@@ -141,9 +157,29 @@ class Victim(nn.Module):
         Returns:
             A :class:`VictimOutput` at mask size.
         """
-        logits = self.side_logits(images, out_size)
-        prob, probs = fuse_side_outputs(logits, self.fusion)
-        return VictimOutput(logits, prob, probs)
+        return fused_output(self.side_logits(images, out_size), self.fusion)
+
+    @torch.no_grad()
+    def real_pipeline(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> VictimOutput:
+        """The prediction the model makes of ``images`` once they are 8-bit files read by the official
+        loaders (PraNet's test loader: PIL image, ``Resize`` to the network size, ``ToTensor``,
+        ``Normalize``): each image is rounded to 8 bits, resized by PIL's bilinear resize (which
+        antialiases when it shrinks) to the network size as 8-bit again, then normalised; the side
+        outputs return to the mask size (bilinear) and are fused. No gradient. (B, 3, H, W) in [0, 1]
+        -> :class:`VictimOutput`.
+
+        The attack's own front end is differentiable and sees the float image; this is what a user of
+        the model would feed it, so a success that survives here is real.
+        """
+        height, width = self.size
+        pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in pixels]
+        batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device, images.dtype) / 255
+        out = self.model((batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype))
+        maps = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+        return fused_output(tuple(F.interpolate(m, size=target, mode="bilinear", align_corners=False) for m in maps),
+                            self.fusion)
 
     def forward_list(self, images: Sequence[torch.Tensor]) -> list[VictimOutput]:
         """Predict on images of mixed sizes with ONE network pass: each (3, H_i, W_i) is resized to
@@ -155,8 +191,7 @@ class Victim(nn.Module):
         for i, img in enumerate(images):
             size = tuple(img.shape[-2:])
             logits = tuple(F.interpolate(m[i:i + 1], size=size, mode="bilinear", align_corners=False) for m in maps)
-            prob, probs = fuse_side_outputs(logits, self.fusion)
-            results.append(VictimOutput(logits, prob, probs))
+            results.append(fused_output(logits, self.fusion))
         return results
 
     def freeze(self) -> "Victim":

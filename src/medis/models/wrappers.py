@@ -92,7 +92,8 @@ class _VictimWrapper(nn.Module):
 def output_to(out: VictimOutput, dtype: torch.dtype) -> VictimOutput:
     """Every map of ``out`` (each (R, 1, H, W)) cast to ``dtype`` (differentiable casts)."""
     return VictimOutput(tuple(z.to(dtype) for z in out.side_logits), out.prob.to(dtype),
-                        tuple(p.to(dtype) for p in out.side_probs))
+                        tuple(p.to(dtype) for p in out.side_probs),
+                        None if out.logit is None else out.logit.to(dtype))
 
 
 class AutocastVictim(_VictimWrapper):

@@ -54,16 +54,16 @@ def _pair(miou: Any, asr: Any) -> str:
 
 
 def _clean_line(rows: list[dict], targeted: bool) -> str:
-    """The section's first line: the clean mIoU (per eps when it differs) and the score's sense."""
+    """The section's first line: the clean score (per eps when it differs) and the score's sense."""
     ensembles = [row for row in rows if row[ATTACK_KEY] == ENSEMBLE]
     values = {cell(row["clean_miou"], 3) for row in ensembles}
     if len(values) == 1:
         clean = values.pop()
     else:
         clean = ", ".join(f"{cell(row['clean_miou'], 3)} (eps {format_eps(row['eps'])})" for row in ensembles)
-    sense = ("mIoU with the target, higher = stronger attack" if targeted
+    sense = ("score toward the target, higher = stronger attack" if targeted
              else "mIoU with the ground truth, lower = stronger attack")
-    return f"Clean mIoU: {clean} ({sense}).\n"
+    return f"Clean score: {clean} ({sense}).\n"
 
 
 def _section(title: str, rows: list[dict]) -> str:
@@ -75,9 +75,9 @@ def _section(title: str, rows: list[dict]) -> str:
     headers = ["attack"]
     for eps in eps_values:
         tag = f" (eps {format_eps(eps)})"
-        headers += ["mIoU / ASR %" + tag, "passes / image" + tag]
+        headers += ["score / ASR %" + tag, "passes / image" + tag]
         if transfer:
-            headers.append("transfer mIoU / ASR %" + tag)
+            headers.append("transfer score / ASR %" + tag)
     body = []
     for attack in attacks:
         line = [attack]
@@ -98,15 +98,16 @@ def attack_comparison_markdown(rows: Sequence[Mapping]) -> str:
     """The Markdown text of ``attacks.md`` from :func:`attack_comparison`'s rows.
 
     One section per (extra grouping keys such as ``job``, dataset, target), in row order: a first
-    line with the clean mIoU, then a table with one row per attack (``ensemble`` last) and, per
-    eps, the columns "mIoU / ASR %" (e.g. ``0.412 / 65.6``) and "passes / image" (mean forwards +
-    backwards), plus "transfer mIoU / ASR %" when the rows have transfer results. Eps is shown as
+    line with the clean score, then a table with one row per attack (``ensemble`` last) and, per
+    eps, the columns "score / ASR %" (e.g. ``0.412 / 65.6``) and "passes / image" (mean forwards +
+    backwards), plus "transfer score / ASR %" when the rows have transfer results. Eps is shown as
     ``k/255`` when it is a whole number of 255ths (see :func:`format_eps`).
     """
     out = [
         "# MedIS attack comparison\n",
-        "Per attack, over the images it attacked: mIoU = mean per-image best score over the attack's "
-        "losses (untargeted: lowest mIoU with the ground truth; targeted: highest mIoU with the target); "
+        "Per attack, over the images it attacked: score = mean per-image best score over the attack's "
+        "losses (untargeted: lowest mIoU with the ground truth; targeted: highest score toward the target: "
+        "the mIoU with it in paper mode, the share of the pixels to flip that reached it in clean mode); "
         "ASR % = images with some successful loss / images x 100; passes / image = mean forward + backward "
         "passes. `ensemble` = the per-image worst case over all attacks (Croce, Singh, Hein, SEA, ECCV 2024). "
         "`-`: not run or nothing to average.\n",

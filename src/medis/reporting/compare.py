@@ -13,9 +13,11 @@ Record fields read here (:class:`medis.records.Record`; mappings are typed on th
 - ``attack``: the attack's name; ``None`` means ``"medis"``. A record of an ensemble run whose
   ``attack`` is ``"ensemble"`` is credited to the prefix of its qualified loss
   (``"apgd/masked_bce"`` -> ``"apgd"``).
-- ``trajectory`` (non-empty): the score after 0, 1, 2, ... updates, ``trajectory[0]`` being the
-  clean image's. The score is the mIoU with the ground truth when untargeted (the attacker wants
-  it low), with the target when targeted (the attacker wants it high).
+- ``trajectory`` (non-empty): the score after 0, 1, 2, ... updates; ``clean_metric`` the clean
+  image's (``trajectory[0]`` where it is missing). The score is the mIoU with the ground truth when
+  untargeted (the attacker wants it low); when targeted (the attacker wants it high) the mIoU with
+  the target in paper mode, the share of the pixels to flip that reached it in clean mode
+  (:mod:`medis.attacks.scoring`).
 - ``success``, ``steps``, ``metric``: through :func:`medis.fusion.fuse`, which gives the ASR.
 - ``forwards``, ``backwards``: the passes spent on the record (``None``: not counted).
 - ``transfer_metric``, ``transfer_success``: the adversarial image judged on another model.
@@ -86,7 +88,7 @@ class _Entry:
             raise ValueError(f"{_where(record, index)} has no trajectory (got {list(record.trajectory)!r}); the "
                              "attack comparison needs the score after every update, trajectory[0] being the clean "
                              "image's")
-        first = record.trajectory[0]
+        first = record.clean_metric if record.clean_metric is not None else record.trajectory[0]
         self.clean = None if math.isnan(first) else first
         self.group: tuple = tuple(None if is_missing(record.get(key)) else record.get(key) for key in by) + (
             record.dataset, record.target, record.eps)

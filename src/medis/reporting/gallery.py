@@ -111,8 +111,11 @@ def row_tiles(entry: Entry, tile_height: int) -> tuple[list[torch.Tensor], float
 
 
 def caption(entry: Entry) -> str:
-    """``<dataset>/<id> · <loss> · success at step s`` (``· success`` when steps is unknown) or ``· failed``."""
-    if entry["success"]:
+    """``<dataset>/<id> · <loss> · success at step s`` (``· success`` when steps is unknown), ``· failed``,
+    or ``· set aside`` (clean mode: the clean prediction already met the success rule, no attack)."""
+    if entry.get("set_aside"):
+        outcome = "set aside: the clean prediction already meets the rule"
+    elif entry["success"]:
         outcome = "success" if entry.get("steps") is None else f"success at step {entry['steps']}"
     else:
         outcome = "failed"

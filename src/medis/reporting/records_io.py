@@ -18,8 +18,8 @@ Crash safety rests on three rules:
 
 Format: UTF-8 CSV with the header :data:`~medis.records.RECORD_COLUMNS`, ``\\n`` line endings, each
 row encoded by :func:`medis.records.encode_row` (floats as ``repr``, ``None`` as an empty field,
-``trajectory`` as a JSON list). Files with the older header :data:`~medis.records.LEGACY_COLUMNS`
-are read (newer columns ``None``), not appended to.
+``trajectory`` as a JSON list). Files with an older header (:data:`~medis.records.LEGACY_COLUMNS`)
+are read (newer columns at their defaults), not appended to.
 
 Pure Python (csv, os): no pandas, no torch, no Lightning/Hydra/W&B.
 """
@@ -213,7 +213,7 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     records: list[Record] = []
     try:
         header = next(reader)
-        if tuple(header) not in (RECORD_COLUMNS, LEGACY_COLUMNS):
+        if tuple(header) not in (RECORD_COLUMNS, *LEGACY_COLUMNS):
             raise DataError(f"{path}: line 1: header {','.join(header)!r} is not the records header "
                             f"{','.join(RECORD_COLUMNS)!r}")
         width = len(header)

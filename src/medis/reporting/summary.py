@@ -9,9 +9,12 @@ numbers come from :func:`medis.fusion.summary_table`; this module only lays them
 - ``summary.csv``: every row of :func:`summary_rows` (one per dataset, target, [eps,] loss, plus
   the fused row of each group), machine readable;
 - ``summary.md``: one Markdown table per dataset (and eps when the records carry one) whose rows
-  are the losses and a final ``parallel fusion`` row, and whose columns are, per target, "ASR %"
-  and "distortion"; below it, the mean perturbation size (L∞ in 1/255 units, L2, SSIM, PSNR) of
-  the examples parallel fusion keeps, per target.
+  are the losses and a final ``parallel fusion`` row, and whose columns are, per target, "ASR %",
+  "distortion" and, when the adversarial images were judged through the real pipeline (8-bit
+  image, the loaders' resize), "real ASR %"; below it, per target, the images attacked, those set
+  aside (clean mode: the clean prediction already met the success rule), the successes at the
+  first record, and the mean perturbation size (L∞ in 1/255 units, L2, SSIM, PSNR) of the examples
+  parallel fusion keeps.
 
 Both files are written atomically (temporary file in the output folder, then ``os.replace``).
 Pure Python: no pandas, no Lightning/Hydra/W&B.
@@ -37,7 +40,8 @@ __all__ = [
 ]
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "dataset", "target", "eps", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr",
+    "dataset", "target", "eps", "loss", "images", "set_aside", "pruned", "successes", "asr", "distortion", "at_first",
+    "real_asr", "linf", "l2", "ssim", "psnr",
 )
 """Columns of ``summary.csv``; ``eps`` only when the records carry one."""
 EPS_KEY = "eps"
@@ -84,39 +88,32 @@ def _eps_text(eps: Any) -> str:
 
 
 def _section(title: str, rows: list[dict]) -> str:
-    """One dataset (and eps) section: heading, the loss x target table, the fused-norms line."""
+    """One dataset (and eps) section: heading, the loss x target table, the per-target lines."""
     targets = sorted({row["target"] for row in rows}, key=target_order)
     losses = sorted({row["loss"] for row in rows if row["loss"] != FUSED_LOSS}) + [FUSED_LOSS]
     row_at = {(row["target"], row["loss"]): row for row in rows}
-    headers = ["loss"]
-    for target in targets:
-        headers += [f"{target} ASR %", f"{target} distortion"]
+    real = any(row.get("real_asr") is not None for row in rows)
+    columns = [("ASR %", "asr", 1), ("distortion", "distortion", 2)] + ([("real ASR %", "real_asr", 1)] if real else [])
+    headers = ["loss"] + [f"{target} {name}" for target in targets for name, _, _ in columns]
     body = []
     for loss in losses:
         line = [loss]
         for target in targets:
             row = row_at.get((target, loss))
-            if row is None:  # this loss was not run on this target
-                line += ["-", "-"]
-            else:
-                line += [cell(row["asr"], 1), cell(row["distortion"], 2)]
+            line += ["-"] * len(columns) if row is None else [cell(row[key], digits) for _, key, digits in columns]
         body.append(line)
-    norms = []
-    for target in targets:
-        fused = row_at.get((target, FUSED_LOSS))
-        if fused is None:
-            continue
-        norms.append(
-            f"{target}: L∞ {cell(fused['linf'], 2, 255.0)}/255, L2 {cell(fused['l2'], 2)}, "
-            f"SSIM {cell(fused['ssim'], 3)}, PSNR {cell(fused['psnr'], 2)} dB"
-        )
-    return (
-        f"## {title}\n\n"
-        + markdown_table(headers, body)
-        + "\nParallel fusion, mean over the chosen examples: "
-        + "; ".join(norms)
-        + ".\n"
-    )
+    notes = [_fused_note(target, row_at[(target, FUSED_LOSS)]) for target in targets
+             if (target, FUSED_LOSS) in row_at]
+    return f"## {title}\n\n" + markdown_table(headers, body) + "\nParallel fusion, per target:\n\n" + "".join(notes)
+
+
+def _fused_note(target: str, fused: Mapping) -> str:
+    """One line of a target's fused row: images attacked and set aside, successes at the first record,
+    mean perturbation of the chosen examples."""
+    return (f"- {target}: {fused['images']} images attacked, {fused['set_aside']} set aside; "
+            f"{fused['at_first']} of {fused['successes']} successes at the first record; "
+            f"L∞ {cell(fused['linf'], 2, 255.0)}/255, L2 {cell(fused['l2'], 2)}, "
+            f"SSIM {cell(fused['ssim'], 3)}, PSNR {cell(fused['psnr'], 2)} dB\n")
 
 
 def summary_markdown(rows: Sequence[Mapping]) -> str:
@@ -128,7 +125,11 @@ def summary_markdown(rows: Sequence[Mapping]) -> str:
         "# MedIS attack summary\n",
         "ASR % = successes / images attacked x 100; distortion = mean step index of the first "
         "successful iterate over the successes; `parallel fusion` keeps, per image, the successful "
-        "loss with the fewest steps (Shukla, Gupta, Gupta, MTAP 2023). `-`: nothing to average.\n",
+        "loss with the fewest steps (Shukla, Gupta, Gupta, MTAP 2023). Clean mode sets aside, and does "
+        "not count, the images whose clean prediction already met the success rule; its targeted "
+        "score is the share of the pixels the attack had to flip that reached the target. real ASR % = "
+        "successes that also hold through the real pipeline (the image saved in 8 bits, resized as "
+        "the loaders do). `-`: nothing to average.\n",
     ]
     if not rows:
         out.append("No records.\n")

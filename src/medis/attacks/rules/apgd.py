@@ -15,8 +15,12 @@ paper) and the L∞ projection P onto the ε-ball and [0, 1]:
   (1) f rose in fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint (ρ = 0.75), or
   (2) η was not halved at the last checkpoint and the best f has not improved since.
 
-The engine's records keep every iterate's score, so the best iterate by the success metric (lowest
-mIoU with the ground truth, highest with the target) is what the reports read.
+The best point and the step-size decisions follow a *tracked* objective, which need not be the
+attacked loss: SEA tracks the plain cross-entropy for every loss (its public code passes
+``track_loss="ce-avg"``), since a masked loss falls as pixels are won and would make the
+least-attacked iterate look best (``track: ce``, the default; ``track: loss`` follows the attacked
+loss itself). The engine's records keep every iterate's score, so the best iterate by the success
+metric is what the reports read.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ import torch
 from medis.attacks.budget import Budget, check_number
 from medis.attacks.projection import per_sample
 from medis.attacks.rules.base import State, StepInfo, StepSize, UpdateRule
+from medis.errors import ConfigError
 
+TRACKED = ("ce", "loss")
+"""``attack.rule.track``: the plain cross-entropy (SEA) or the attacked loss."""
 FIRST_CHECKPOINT = 0.22
 MIN_GAP = 0.06
 GAP_SHRINK = 0.03
@@ -71,18 +78,26 @@ def _checkpoint(state: State, x: torch.Tensor, grad: torch.Tensor, span: int,
 
 @dataclass(frozen=True)
 class APGD(StepSize, UpdateRule):
-    """Auto-PGD (module docstring): initial step ``step_size_eps``·eps, ``momentum`` α, ``rho`` ρ."""
+    """Auto-PGD (module docstring): initial step ``step_size_eps``·eps, ``momentum`` α, ``rho`` ρ,
+    ``track``: the objective of the best point and the step schedule (``ce`` or ``loss``)."""
 
     name: ClassVar[str] = "apgd"
     needs_budget: ClassVar[bool] = True
     step_size_eps: float | None = 2.0
     momentum: float = 0.75
     rho: float = 0.75
+    track: str = "ce"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_number(self.momentum, "attack.rule.momentum", low=0)
         check_number(self.rho, "attack.rule.rho", low=0)
+        if self.track not in TRACKED:
+            raise ConfigError(f"attack.rule.track={self.track!r} must be one of {', '.join(TRACKED)}")
+
+    @property
+    def tracks_cross_entropy(self) -> bool:
+        return self.track == "ce"
 
     def init(self, x0: torch.Tensor, budget: Budget) -> State:
         """η, previous and best iterates, best gradient and objective, counters, per replica."""
@@ -101,9 +116,11 @@ class APGD(StepSize, UpdateRule):
 
     def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
-        """One APGD update (module docstring); reads ``info.loss`` (R,), ``info.position`` k, ``info.total`` T."""
+        """One APGD update (module docstring); reads the tracked objective (``info.cross_entropy`` or
+        ``info.loss``, (R,)), ``info.position`` k and ``info.total`` T."""
         state = dict(state)
-        objective = (direction.to(info.loss.dtype) * info.loss).to(state["f_best"].dtype)
+        tracked = info.cross_entropy if self.track == "ce" else info.loss
+        objective = (direction.to(tracked.dtype) * tracked).to(state["f_best"].dtype)
         state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (
             info.position > 0)
         better = objective > state["f_best"]

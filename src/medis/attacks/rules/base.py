@@ -33,12 +33,15 @@ class StepInfo:
         score: (R,) the recorded score of ``x`` against the reference (mIoU).
         position: index of this record in the attack loop (0 = the first evaluated image).
         total: number of updates T.
+        cross_entropy: (R,) the plain mean binary cross-entropy of ``x``'s prediction against the
+            reference (detached), for rules whose ``tracks_cross_entropy`` is true; else ``None``.
     """
 
     loss: torch.Tensor
     score: torch.Tensor
     position: int
     total: int
+    cross_entropy: torch.Tensor | None = None
 
 
 class UpdateRule:
@@ -56,6 +59,11 @@ class UpdateRule:
         """A one-line :class:`ConfigError` when the rule cannot run under ``budget``."""
         if self.needs_budget and budget.eps is None:
             raise ConfigError(f"the {self.name} rule needs a budget: set attack.budget.eps")
+
+    @property
+    def tracks_cross_entropy(self) -> bool:
+        """Whether ``step`` reads :attr:`StepInfo.cross_entropy` (the engine computes it only then)."""
+        return False
 
     def init(self, x0: torch.Tensor, budget: Budget) -> State:
         """The per-replica state before the first update (default: none). x0 (R, C, H, W)."""
