@@ -267,7 +267,7 @@ class AttackModule(pl.LightningModule):
                 probs = self.victim(torch.stack([images[i], adversarial.to(images[i])])).prob.cpu()
             self.gallery[kind].append({
                 "dataset": dataset, "id": image_id, "loss": best.loss, "success": best.success,
-                "steps": best.steps, "set_aside": best.set_aside, "image": images[i].detach().cpu(), "adversarial": adversarial,
+                "steps": best.steps, "set_aside": best.set_aside, "metric": best.metric, "image": images[i].detach().cpu(), "adversarial": adversarial,
                 "mask": masks[i].detach().cpu(), "reference": reference.detach().cpu(),
                 "clean_prob": probs[0], "adversarial_prob": probs[1]})
 

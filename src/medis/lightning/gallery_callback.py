@@ -23,7 +23,7 @@ class AdversarialGallery(pl.Callback):
     ``attack/gallery/<target>``.
 
     Each entry is a dict: ``dataset``, ``id``, ``loss`` (str), ``success`` (bool), ``steps`` (int or
-    None); ``image``, ``adversarial`` (3, H, W) in [0, 1]; ``mask`` (ground truth), ``reference``
+    None), optionally ``set_aside`` (bool) and ``metric`` (the record's score); ``image``, ``adversarial`` (3, H, W) in [0, 1]; ``mask`` (ground truth), ``reference``
     (target mask) (1, H, W) in {0, 1}; ``clean_prob``, ``adversarial_prob`` (1, H, W) in [0, 1].
 
     Attributes:

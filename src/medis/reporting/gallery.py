@@ -112,14 +112,16 @@ def row_tiles(entry: Entry, tile_height: int) -> tuple[list[torch.Tensor], float
 
 def caption(entry: Entry) -> str:
     """``<dataset>/<id> · <loss> · success at step s`` (``· success`` when steps is unknown), ``· failed``,
-    or ``· set aside`` (clean mode: the clean prediction already met the success rule, no attack)."""
+    or ``· set aside`` (clean mode: the clean prediction already met the success rule, no attack),
+    then the record's score (``· score 0.47``) when the entry has one."""
     if entry.get("set_aside"):
         outcome = "set aside: the clean prediction already meets the rule"
     elif entry["success"]:
         outcome = "success" if entry.get("steps") is None else f"success at step {entry['steps']}"
     else:
         outcome = "failed"
-    return f"{entry['dataset']}/{entry['id']} · {entry['loss']} · {outcome}"
+    score = "" if entry.get("metric") is None else f" · score {entry['metric']:.2f}"
+    return f"{entry['dataset']}/{entry['id']} · {entry['loss']} · {outcome}{score}"
 
 
 def column_titles(factors: Sequence[float]) -> list[str]:
