@@ -6,6 +6,7 @@ Configs: conf/attack.yaml; the work happens in medis.lightning.attacking.run_att
 import hydra
 from omegaconf import DictConfig
 
+from medis.cli import run_hydra_main
 from medis.cpu_memory import tune_cpu_allocator
 from medis.errors import exit_on_user_error
 from medis.lightning.attacking import run_attack_job
@@ -20,4 +21,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)  # unparsable values quoted, one-line errors

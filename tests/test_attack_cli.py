@@ -82,10 +82,16 @@ def test_attack_fast_path_options_run(tmp_path: Path, trained_checkpoint: Path) 
 @pytest.mark.parametrize(("override", "message"), [
     ("losses.names=[bce,nope]", "error: losses.names: unknown loss(es) ['nope']; valid: "),
     ("target.kinds=[white,grey]", "error: target.kinds: unknown target kind 'grey'; valid kinds: "),
-    ("attack.budget.eps=-0.1", "attack.budget.eps must be >= 0"),
-    ("attack.budget.steps=0", "steps"),
-    ("attack.criteria.success=1.5", "error: attack.criteria.success must be in [0, 1]"),
-    ("engine.precision=fp16x", "error: engine.precision='fp16x' must be one of"),
+    ("attack.budget.eps=-0.1", "error: attack.budget.eps=-0.1: expected a number in [0, 1], or null"),
+    ("attack.budget.steps=0", "error: attack.budget.steps=0: expected an integer >= 1"),
+    ("attack.criteria.success=1.5", "error: attack.criteria.success=1.5: expected a number in [0, 1], or null"),
+    ("engine.precision=fp16x", "error: engine.precision='fp16x': expected one of fp32, bf16"),
+    ("attack.budget.eps=abc", "error: attack.budget.eps='abc': expected a number in [0, 1], or null"),
+    ("seed=x", "error: seed='x': expected an integer in [0, 4294967295]"),
+    ("resume=maybe", "error: resume='maybe': expected true or false"),
+    ("data.limit_test=3", "error: Could not override 'data.limit_test'. To append to your config use +data.limit_test=3"),
+    ("attack=nope", "error: In 'attack': Could not find 'attack/nope'; available: apgd, asma,"),
+    ("trainer.accelerator=tpu", "error: trainer.accelerator='tpu' needs a package this machine lacks"),
 ])
 def test_attack_rejects_bad_values_before_work(tmp_path: Path, override: str, message: str) -> None:
     done = attack(tmp_path, override)

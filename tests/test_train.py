@@ -69,8 +69,9 @@ def test_multirun_gives_separate_runs_and_wandb_folders(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("override, message", [
     ("data.synthetic=null", "missing data folder"),
-    ("init_from=/nonexistent/PraNet-19.pth", "checkpoint not found: /nonexistent/PraNet-19.pth"),
-    ("data.val_fraction=2.0", "data.val_fraction must be in [0, 1)"),
+    ("init_from=/nonexistent/PraNet-19.pth", "init_from='/nonexistent/PraNet-19.pth': expected the path of an existing file"),
+    ("data.val_fraction=2.0", "data.val_fraction=2.0: expected a number in [0, 1)"),
+    ("module.optimizer.lr=fast", "module.optimizer.lr='fast': expected a number >= 0"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, override: str, message: str) -> None:
     done = train(tmp_path, "debug=fdr", override)

@@ -4,12 +4,16 @@ A :class:`MedisError` is a user mistake (a missing folder, an unpaired image, a 
 its message is one line that names the culprit (file, key or value). Command-line entry points
 (the synthetic-data CLI, ``train.py``, ``attack.py``) catch it, also when Hydra's ``instantiate``
 wraps it or a data loader worker re-raises it, and so an OmegaConf error (a missing mandatory
-value), print ``error: <message>`` and exit with status 2, without a traceback; any other exception
-is our own bug and keeps its traceback.
+value), Lightning's ``MisconfigurationException`` (a trainer setting this machine cannot honour),
+Hydra's own composition errors (an unknown key or option, an override it cannot parse) and an
+:class:`OSError` of the environment on a named file (no permission, read-only or full disk), print
+``error: <message>`` and exit with status 2, without a traceback; any other exception is our own bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -46,6 +50,37 @@ def one_line(err: BaseException) -> str:
     return last[len(name):] if last.startswith(name) else last
 
 
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
+"""Errors of the machine, not of the code, when they name a file: shown as one line."""
+
+
+def _lines(err: BaseException) -> list[str]:
+    return [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+
+
+def _hydra_line(err: BaseException) -> str | None:
+    """One line for Hydra's own errors (found by class, so this module needs no Hydra import)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if "OverrideParseException" in names:
+        override = getattr(err, "override", None) or (_lines(err) or [""])[0]
+        return (f"cannot parse the override {override!r}; quote its value for Hydra, e.g. "
+                f"\"key='my value'\" (see README, 'Paths with spaces')")
+    if "MissingConfigException" in names:  # unknown config-group option: keep the options
+        lines = _lines(err)
+        if "Config search path:" in lines:
+            lines = lines[:lines.index("Config search path:")]
+        options = [line for line in lines[1:] if not line.startswith("Available options")]
+        return lines[0] + (f"; available: {', '.join(options)}" if options else "")
+    if "ConfigCompositionException" in names:  # an unknown key, an ambiguous sweep value...
+        lines = _lines(err)
+        cause = err.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            lines.append(_lines(cause)[0] if _lines(cause) else "")
+        return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
+    return None
+
+
 def user_error_line(err: BaseException) -> str | None:
     """The one-line message of a user error found in ``err``'s cause chain, else ``None``."""
     seen = set()
@@ -56,6 +91,13 @@ def user_error_line(err: BaseException) -> str | None:
             return one_line(current)
         if isinstance(current, OmegaConfBaseException):
             return "config: " + str(current).strip().splitlines()[0]
+        if type(current).__name__ == "MisconfigurationException":  # Lightning: a setting it cannot honour
+            return "trainer: " + (_lines(current) or ["misconfigured"])[0]
+        if isinstance(current, OSError) and current.filename and current.errno in ENVIRONMENT_ERRNOS:
+            return f"{current.filename}: {current.strerror}"
+        hydra = _hydra_line(current)
+        if hydra is not None:
+            return hydra
         current = current.__cause__ or current.__context__
     return None
 

@@ -227,3 +227,20 @@ def test_completed_keys(tmp_path: Path) -> None:
     with RecordWriter(path) as writer:
         writer.append([dict(rec("1"), image_id=1)])  # a non-str id is stored as text
     assert completed_keys(read_records(path)) == {("kvasir", "1", "untargeted", "bce")}
+
+
+def test_a_row_already_in_the_file_is_never_written_again(tmp_path: Path) -> None:
+    """A resumed run's writer knows the keys on disk: a repeated (dataset, image, target, loss) is
+    dropped and counted, within a batch too, whatever its values."""
+    path = tmp_path / "records.csv"
+    with RecordWriter(path) as writer:
+        written = writer.append([rec("a"), rec("b"), rec("a", success=False)])
+        assert [r.image_id for r in written] == ["a", "b"] and writer.dropped == 1
+    with RecordWriter(path) as writer:  # resumed
+        assert writer.keys == {("kvasir", "a", "untargeted", "bce"), ("kvasir", "b", "untargeted", "bce")}
+        written = writer.append([rec("b", steps=7), rec("b", loss="dice"), rec("a", target="white")])
+        assert [(r.image_id, r.target, r.loss) for r in written] == [("b", "untargeted", "dice"), ("a", "white", "bce")]
+        assert writer.dropped == 1
+    rows = read_records(path)
+    assert len(rows) == 4 and len(completed_keys(rows)) == 4
+    assert next(r for r in rows if r.image_id == "b" and r.loss == "bce").steps == 3  # the first one stays

@@ -206,9 +206,8 @@ class AttackModule(pl.LightningModule):
         for member in self.members:
             result.extend(self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, keep,
                                               equal))
-        self.records.extend(result.records)
         assert self._writer is not None
-        self._writer.append(result.records)
+        self.records.extend(self._writer.append(result.records))  # never a row already on disk
         kept = [i for i in keep if any(r.image_id == ids[i] for r in result.records)]
         if wanted > 0 and kept:
             pick = (lambda seq: [seq[i] for i in kept])

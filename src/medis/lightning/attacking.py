@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 import medis.config  # noqa: F401  (registers the config resolvers)
 from medis.attacks.attack import as_part
 from medis.attacks.engine import EngineOptions
+from medis.config_schema import check_config
 from medis.errors import ConfigError
 from medis.lightning.attack_module import AttackModule
 from medis.lightning.fusion_callback import FusionCallback
@@ -51,6 +52,7 @@ def build_attack_module(cfg: DictConfig, **overrides: Any) -> AttackModule:
 
 def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``."""
+    check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     module = build_attack_module(cfg)
     datamodule = instantiate(cfg.data)

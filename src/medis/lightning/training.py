@@ -18,6 +18,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from medis.models.checkpoints import load_weights
+from medis.config_schema import check_config
+from medis.errors import ConfigError
 from medis.run_info import ensure_writable, write_run_info
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,15 @@ def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     multirun gets its own W&B run."""
     ensure_writable(cfg.paths.output_dir)
     loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers,
-                                      **trainer_kwargs)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    try:
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_kwargs)
+    except Exception as err:  # noqa: BLE001 - only a missing accelerator package becomes a user error
+        missing = err.__cause__ if isinstance(err.__cause__, ImportError) else err
+        if not isinstance(missing, ImportError):
+            raise
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.get('accelerator')!r} needs a package this machine "
+                          f"lacks: {missing}") from None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     if trainer.is_global_zero:
         write_run_info(cfg.paths.output_dir, cfg.get("seed"))
@@ -68,6 +77,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         ``{"best_val_dice", "best_checkpoint", "last_checkpoint", "metrics"}``; ``best_val_dice`` is
         ``None`` when no validation ran.
     """
+    check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model.net)

@@ -14,7 +14,10 @@ Crash safety rests on three rules:
   cut), so every row it returns is complete;
 - reopening an existing file with :class:`RecordWriter` first truncates such a partial final line,
   so the next append starts on a fresh line instead of gluing a new row onto a cut one (the cut
-  record was never complete, hence not in :func:`completed_keys`, and is attacked again).
+  record was never complete, hence not in :func:`completed_keys`, and is attacked again);
+- a writer never writes a row whose (dataset, image, target, loss) is already in its file: a resumed
+  run cannot duplicate a record, whatever its caller does (:attr:`RecordWriter.dropped` counts the
+  rows it refused). One writer per file is the run folder lock's job (:mod:`medis.run_lock`).
 
 Format: UTF-8 CSV with the header :data:`~medis.records.RECORD_COLUMNS`, ``\\n`` line endings, each
 row encoded by :func:`medis.records.encode_row` (floats as ``repr``, ``None`` as an empty field,
@@ -84,6 +87,9 @@ class RecordWriter:
     partial final line left by a crash (no trailing newline) is truncated first, so that the next
     row starts on a line of its own.
 
+    A row whose :func:`record_key` the file already holds (or an earlier row of the same batch) is
+    not written; :attr:`dropped` counts them.
+
     Usable as a context manager::
 
         with RecordWriter(run_dir / "records.csv") as writer:
@@ -97,6 +103,10 @@ class RecordWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         is_new = not self.path.exists()
+        self.keys: set[tuple[str, str, str, str]] = set()
+        """The keys of the complete rows in the file (those on disk at opening and those appended)."""
+        self.dropped = 0
+        """Rows :meth:`append` did not write because their key was already in the file."""
         self._file = open(self.path, "a+b")  # noqa: SIM115 - closed by close()
         try:
             self._prepare()
@@ -118,6 +128,10 @@ class RecordWriter:
                     f"{self.path}: line 1: header {header.strip()!r} is not the records header "
                     f"{_HEADER_LINE.strip()!r}; refusing to append"
                 )
+        if complete:
+            rows = csv.reader(io.StringIO(complete.decode("utf-8", errors="replace"), newline=""))
+            next(rows)
+            self.keys = {record_key(dict(zip(RECORD_COLUMNS, fields))) for fields in rows if fields}
         if len(complete) != len(data):
             self._file.truncate(len(complete))
         if not complete:
@@ -134,8 +148,9 @@ class RecordWriter:
         """Whether :meth:`close` has been called."""
         return self._file.closed
 
-    def append(self, records: Iterable[Record | Mapping]) -> None:
-        """Write a batch of records as complete rows, durably (one write, flush, fsync).
+    def append(self, records: Iterable[Record | Mapping]) -> list[Record]:
+        """Write a batch of records as complete rows, durably (one write, flush, fsync); returns the
+        records written (those whose key the file did not hold yet).
 
         The whole batch is typed first (:func:`medis.records.as_records`): if any record is unusable
         nothing is written.
@@ -152,9 +167,18 @@ class RecordWriter:
             raise ValueError(f"RecordWriter({self.path}) is closed")
         if isinstance(records, Mapping):
             raise TypeError("append takes an iterable of records, not a single record")
-        text = _rows_text(records)
+        fresh = []
+        for record in as_records(records):
+            key = record_key(record)
+            if key in self.keys:
+                self.dropped += 1
+                continue
+            self.keys.add(key)
+            fresh.append(record)
+        text = _rows_text(fresh)
         if text:
             self._write(text)
+        return fresh
 
     def close(self) -> None:
         """Close the file (idempotent)."""
