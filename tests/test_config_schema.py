@@ -56,17 +56,30 @@ def test_every_shipped_config_passes(overrides: tuple[str, ...]) -> None:
     ("trainer.precision=17", "trainer.precision=17: expected one of 64-true"),
     ("trainer.accelerator=abacus", "trainer.accelerator='abacus': expected one of auto, cpu, gpu"),
     ("model.checkpoint=/nonexistent.ckpt", "model.checkpoint='/nonexistent.ckpt': expected the path of an existing file"),
+    ("attack/rule=padam", None),
 ])
-def test_a_bad_value_is_one_line_naming_key_value_and_range(override: str, message: str) -> None:
+def test_a_bad_value_is_one_line_naming_key_value_and_range(override: str, message: str | None) -> None:
+    if message is None:  # a valid one, among the bad ones for contrast
+        check_config(composed("attack", override, "attack.budget.eps=0.03"))
+        return
     with pytest.raises(ConfigError) as caught:
         check_config(composed("attack", override))
     text = str(caught.value)
     assert text.startswith(message) and "\n" not in text, text
 
 
+def test_cascade_keys_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"^attack\.floor=1\.5: expected a number in \[0, 1\)"):
+        check_config(composed("attack", "attack=ensemble", "attack.floor=1.5"))
+    with pytest.raises(ConfigError, match=r"^attack\.members\.padam_cos\.rule\.beta2=1\.0: expected a number in \[0, 1\)"):
+        check_config(composed("attack", "attack=ensemble", "attack.members.padam_cos.rule.beta2=1.0"))
+    with pytest.raises(ConfigError, match=r"^attack\.rule\.radii=\[0\.5, 1\.0\]: expected a list of a number >= 1"):
+        check_config(composed("attack", "attack=sea", "attack.rule.radii=[0.5,1.0]"))
+
+
 def test_ensemble_members_are_checked_by_wildcard() -> None:
-    cfg = composed("attack", "attack=ensemble", "attack.members.segpgd.budget.random_start=sometimes")
-    with pytest.raises(ConfigError, match=r"^attack\.members\.segpgd\.budget\.random_start='sometimes': expected true"):
+    cfg = composed("attack", "attack=ensemble", "+attack.members.padam_cos.budget.random_start=sometimes")
+    with pytest.raises(ConfigError, match=r"^attack\.members\.padam_cos\.budget\.random_start='sometimes': expected true"):
         check_config(cfg)
 
 

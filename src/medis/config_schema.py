@@ -132,6 +132,12 @@ _ATTACK = {
     "rule.tau": real(0, lo_open=True),
     "rule.beta": real(0, lo_open=True),
     "rule.l2": real(0),
+    "rule.beta1": real(0, 1, hi_open=True),
+    "rule.beta2": real(0, 1, hi_open=True),
+    "rule.adam_eps": real(0, lo_open=True),
+    "rule.amsgrad": BOOL,
+    "rule.radii": list_of(real(1)),
+    "rule.stages": list_of(real(0, 1, lo_open=True)),
 }
 
 SCHEMA: dict[str, Rule] = {
@@ -204,6 +210,9 @@ SCHEMA: dict[str, Rule] = {
     "transfer_to": optional(FILE),
     **{f"attack.{key}": rule for key, rule in _ATTACK.items()},
     **{f"attack.members.*.{key}": rule for key, rule in _ATTACK.items()},
+    "attack.cascade": BOOL,
+    "attack.floor": real(0, 1, hi_open=True),
+    "attack.warm_start": BOOL,
     "engine.max_batch": optional(either(integer(1), choice("auto"))),
     "engine.compaction": BOOL,
     "engine.fusion_only": BOOL,

@@ -197,14 +197,19 @@ def engine_runs() -> dict[str, Callable[[], list]]:
 
 # ------------------------------------------------------------------------------------ module runs
 
+LOSSES_WHEN_PINNED = ("logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined", "bce", "dice",
+                      "tversky", "focal", "segpgd", "cospgd", "masked_bce", "js", "masked_logit", "dag", "asma")
+"""The registry when these runs were pinned (``losses=all`` then): later losses do not change them."""
+
 MODULE_RUNS: dict[str, list[str]] = {
     "module_paper_all_targets": ["attack=medis_paper", "attack.budget.steps=4",
                                  "target.kinds=[untargeted,random,most_similar,white,black,inverted]"],
-    "module_clean_all_targets": ["attack=medis", "attack.budget.steps=4", "losses=all",
+    "module_clean_all_targets": ["attack=medis", "attack.budget.steps=4", f"losses.names=[{','.join(LOSSES_WHEN_PINNED)}]",
                                  "target.kinds=[untargeted,random,most_similar,white,black,inverted]"],
-    "module_pgd": ["attack=pgd", "attack.budget.steps=4", "losses=sea", "seed=3", "target.kinds=[untargeted,most_similar]"],
+    "module_pgd": ["attack=pgd", "attack.budget.steps=4", "losses.names=[masked_bce,js,masked_logit]", "seed=3",
+                   "target.kinds=[untargeted,most_similar]"],
     "module_ensemble": ["attack=ensemble", "attack.budget.steps=4", "target.kinds=[untargeted,random,white]",
-                        "+attack.members.dag.budget.steps=6", "+attack.members.apgd.budget.steps=10"],
+                        "+attack.members.padam_mbce.budget.steps=6"],
 }
 """name -> attack.py overrides of a run through the attack module (6 synthetic ISIC test images)."""
 

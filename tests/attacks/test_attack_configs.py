@@ -21,7 +21,7 @@ from ..conftest import CONF_DIR
 
 ATTACKS = {"medis": ("medis", "sign"), "medis_paper": ("medis", "sign"), "pgd": ("pgd", "pgd"),
            "segpgd": ("segpgd", "pgd"), "cospgd": ("cospgd", "pgd"), "apgd": ("apgd", "apgd"),
-           "asma": ("asma", "asma"), "dag": ("dag", "dag")}
+           "asma": ("asma", "asma"), "dag": ("dag", "dag"), "padam": ("padam", "padam"), "sea": ("sea", "apgd")}
 
 
 def composed(*overrides: str):
@@ -30,7 +30,7 @@ def composed(*overrides: str):
 
 
 def test_every_attack_config_is_listed() -> None:
-    assert {path.stem for path in (CONF_DIR / "attack").glob("*.yaml")} == set(ATTACKS) | {"ensemble"}
+    assert {path.stem for path in (CONF_DIR / "attack").glob("*.yaml")} == set(ATTACKS) | {"ensemble", "padam_sea"}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -49,24 +49,41 @@ def test_attack_parts_follow_the_papers() -> None:
     assert apgd.losses == SEA_LOSSES and apgd.rule.alpha(apgd.budget) == pytest.approx(2 * 8 / 255)
     dag = instantiate(composed("attack=dag").attack, _convert_="all")
     assert dag.criteria.stop == "exact" and dag.budget.eps is None
+    padam = instantiate(composed("attack=padam").attack, _convert_="all")  # Halmosi et al. 2024
+    assert padam.losses == ("bce", "cosine") and padam.budget.steps == 200 and padam.budget.random_start
+    assert padam.rule.alpha(padam.budget) == pytest.approx(2 / 255) and padam.rule.amsgrad
+    assert (padam.rule.beta1, padam.rule.beta2, padam.rule.adam_eps) == (0.9, 0.999, 1e-8)
+    sea = instantiate(composed("attack=sea").attack, _convert_="all")  # Croce, Singh, Hein 2024
+    assert sea.losses == ("masked_bce", "js", "masked_logit", "segpgd") and sea.budget.random_start
+    assert [(st.length, st.radius) for st in (sea.rule.stage(p, 302) for p in (0, 91, 182))] == [
+        (90, 2.0), (90, 1.5), (120, 1.0)]
 
 
-def test_ensemble_config_runs_every_attack_under_one_budget() -> None:
+def test_public_protocol_runs_every_member_on_every_image() -> None:
+    protocol = instantiate(composed("attack=padam_sea").attack, _convert_="all")
+    assert isinstance(protocol, Ensemble) and not protocol.cascade
+    assert [(m.name, m.losses, m.budget.steps) for m in protocol.members] == [
+        ("padam", ("bce", "cosine"), 200), ("sea", SEA_LOSSES, 302)]
+    assert protocol.members[1].rule.radii == (2.0, 1.5, 1.0)
+
+
+def test_ensemble_config_is_a_cascade_of_cheap_strong_members_first() -> None:
     ensemble = instantiate(composed("attack=ensemble").attack, _convert_="all")
-    assert isinstance(ensemble, Ensemble)
-    assert [m.name for m in ensemble.members] == ["medis", "segpgd", "cospgd", "apgd", "dag", "asma"]
-    assert {m.budget.eps for m in ensemble.members} == {8 / 255} and {m.budget.steps for m in ensemble.members} == {20}
-    assert ensemble.members[0].losses == PAPER_LOSSES
+    assert isinstance(ensemble, Ensemble) and ensemble.cascade and ensemble.warm_start
+    assert ensemble.floor == 0.005
+    assert [m.name for m in ensemble.members] == ["padam_cos", "padam_mbce", "padam_mlogit", "medis"]
+    assert {m.budget.eps for m in ensemble.members} == {8 / 255}
+    assert ensemble.members[-1].losses == PAPER_LOSSES and ensemble.members[-1].budget.steps == 10
     assert all(label.startswith(f"{m.name}/") for m in ensemble.members for label in
                [ensemble.label(m, loss) for loss in m.losses])
 
 
 def test_a_member_setting_overrides_the_shared_one_field_by_field() -> None:
     ensemble = instantiate(composed("attack=ensemble", "attack.budget.eps=0.01",
-                                    "+attack.members.dag.budget.steps=6").attack, _convert_="all")
-    dag = next(m for m in ensemble.members if m.name == "dag")
-    assert (dag.budget.steps, dag.budget.eps) == (6, 0.01)
-    assert {m.budget.steps for m in ensemble.members if m.name != "dag"} == {20}
+                                    "+attack.members.padam_mbce.budget.steps=6").attack, _convert_="all")
+    member = next(m for m in ensemble.members if m.name == "padam_mbce")
+    assert (member.budget.steps, member.budget.eps) == (6, 0.01)
+    assert {m.budget.steps for m in ensemble.members if m.name not in ("padam_mbce", "medis")} == {200}
 
 
 @pytest.mark.parametrize("name", sorted(RULES))

@@ -60,7 +60,7 @@ def project(x, x0, cfg):
 
 
 def test_valid_configs():
-    assert set(RULES) == {"sign", "pgd", "mifgsm", "l2", "dag", "asma", "apgd"}
+    assert set(RULES) == {"sign", "pgd", "mifgsm", "l2", "dag", "asma", "apgd", "padam"}
     rule, budget = parts()
     assert rule.name == "sign" and rule.alpha(budget) == pytest.approx(1 / 255) and budget.eps is None
     parts("pgd", eps=8 / 255, random_start=True)
@@ -406,6 +406,7 @@ def _cfg_for(rule: str) -> tuple[UpdateRule, Budget]:
         "dag": parts("dag", step_size=0.02),
         "asma": parts("asma", tau=1e-3, beta=1e-2),
         "apgd": parts("apgd", eps=0.03, step_size_eps=2.0),
+        "padam": parts("padam", eps=0.03, step_size=0.01),
     }[rule]
 
 

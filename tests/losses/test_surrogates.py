@@ -116,6 +116,10 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     if name == "tversky":
         tp, fp, fn = (p * m).sum((1, 2, 3)), (p * (1 - m)).sum((1, 2, 3)), ((1 - p) * m).sum((1, 2, 3))
         return 1 - tp / (tp + 0.3 * fp + 0.7 * fn)
+    if name == "cosine":  # 1 - cos((log(1 - P), log P), one-hot M), pixel mean
+        s_fg, s_bg = torch.log(p), torch.log(1 - p)
+        own = torch.where(m == 1, s_fg, s_bg)
+        return (1 - own / torch.sqrt(s_fg ** 2 + s_bg ** 2)).flatten(1).mean(1)
     if name == "focal":
         p_t = torch.where(m == 1, p, 1 - p)
         a_t = torch.where(m == 1, 0.25, 0.75)
@@ -196,7 +200,7 @@ def test_registry_lists_every_loss_in_spec_order() -> None:
     assert PAPER_LOSSES == ("logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined")
     assert LOSS_NAMES[:6] == PAPER_LOSSES
     assert set(LOSS_NAMES) == set(PAPER_LOSSES) | {"bce", "dice", "tversky", "focal", "segpgd", "cospgd",
-                                                   "masked_bce", "js", "masked_logit", "dag", "asma"}
+                                                   "cosine", "masked_bce", "js", "masked_logit", "dag", "asma"}
 
 
 def test_paper_and_clean_modes_differ_where_they_should() -> None:

@@ -8,6 +8,7 @@ et al., ICLR 2018).
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,13 @@ class Budget:
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``x`` projected onto the budget around ``x0`` and clamped to [0, 1]. (R, C, H, W) -> same."""
         return self.ball.project(x, x0)
+
+    def scaled(self, factor: float) -> Budget:
+        """This budget with its radius times ``factor`` (a stage of a progressive schedule); itself when
+        ``factor`` is 1 or the budget is unbounded."""
+        if factor == 1.0 or self.eps is None:
+            return self
+        return dataclasses.replace(self, eps=float(self.eps) * factor)
 
     def start(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The starting points: ``x0``, or uniform random points of the ball (``random_start``)."""

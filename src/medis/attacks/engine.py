@@ -14,7 +14,10 @@ surrogate loss at a time. Here B images × K losses become B·K replicas that st
   per step;
 - ``fusion_only``: once an image has succeeded with some loss at record s, its other losses stop,
   since they can no longer win the parallel fusion (fewest steps first); the fused table is
-  unchanged, the per-loss table then shows those losses as not successful (``pruned``).
+  unchanged, the per-loss table then shows those losses as not successful (``pruned``);
+- ``stop_image``: once one replica of an image meets its stop rule (in a cascade: the image is
+  broken down to the floor, :mod:`medis.attacks.ensemble`), the image's other replicas stop too:
+  no loss can find a worse case than one at the floor (``pruned`` as well).
 
 Success/stop rules and the two bookkeeping modes are in :mod:`medis.attacks.criteria`; one
 :class:`~medis.records.Record` per (image, loss) is returned (:mod:`medis.attacks.recording`), the
@@ -60,17 +63,21 @@ class EngineOptions:
         compaction: finished replicas leave the batch (off only to check that it changes nothing).
         fusion_only: stop an image's other losses once one has succeeded (module docstring).
         keep_images: return the chosen adversarial image of every replica.
+        stop_image: stop an image's other losses once one has met its stop rule (module docstring).
+        keep_best: return every replica's best admissible iterate and its score (a cascade's warm starts).
     """
 
     max_batch: int | str | None = None
     compaction: bool = True
     fusion_only: bool = False
     keep_images: bool = False
+    stop_image: bool = False
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch != AUTO:
             check_number(self.max_batch, "engine.max_batch", low=1, optional=True, integer=True)
-        for key in ("compaction", "fusion_only", "keep_images"):
+        for key in ("compaction", "fusion_only", "keep_images", "stop_image", "keep_best"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"engine.{key} must be true or false, got {getattr(self, key)!r}")
 
@@ -102,10 +109,11 @@ def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn] | None, attack:
 
 
 def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor, ids: Sequence[str], dataset: str,
-                      seed: int, skipped: torch.Tensor, transfer: VictimFn | None = None) -> AttackResult:
+                      seed: int, skipped: torch.Tensor, transfer: VictimFn | None = None,
+                      start: torch.Tensor | None = None, start_steps: Sequence[int] | None = None) -> AttackResult:
     criteria, names = run.criteria, list(run.loss_fns)
     state = Replicas(images, references, names, run.attack, run.target, seed, ids, criteria.records,
-                     track_best=transfer is not None)
+                     track_best=transfer is not None or run.options.keep_best, start=start, start_steps=start_steps)
     state.skipped = skipped.to(state.done.device)
     state.done |= state.skipped
     if run.scorer.needs_clean:
@@ -116,18 +124,17 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
             break
         active = remaining if run.options.compaction else torch.arange(state.count)
         update = criteria.may_update(position)
-        context = LossContext(step=position, total_steps=run.attack.budget.steps, targeted=run.target.targeted)
+        stage = run.attack.rule.stage(position, run.attack.budget.steps)
+        context = LossContext(step=position - stage.start, total_steps=stage.length, targeted=run.target.targeted)
         for chunk in active.split(run.max_batch or active.numel()):
-            _step_chunk(run, state, _as_index(chunk, state.x.device), chunk, position, update, context)
+            _step_chunk(run, state, _as_index(chunk, state.x.device), chunk, position, update, context,
+                        stage.admissible)
         if not update:
             state.done[:] = True
         if run.options.fusion_only:
-            image_of = state.image_of.to(state.done.device)
-            solved_image = torch.zeros(images.shape[0], dtype=torch.bool, device=state.done.device)
-            solved_image.index_put_((image_of,), state.success_at >= 0, accumulate=True)
-            prune = solved_image[image_of] & ~state.done
-            state.pruned |= prune & (state.success_at < 0)
-            state.done |= prune
+            _prune_images(state, images.shape[0], state.success_at >= 0)
+        if run.options.stop_image:
+            _prune_images(state, images.shape[0], state.stopped)
     transferred = None
     if transfer is not None:
         transferred = judged_elsewhere(transfer, state, state.best, images, run.scorer, run.max_batch)
@@ -135,8 +142,19 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
     if callable(getattr(run.victim, "real_pipeline", None)):
         real = judged_elsewhere(run.victim.real_pipeline, state, state.chosen, images, run.scorer, run.max_batch)
     return records_of(state, names, run.attack, run.target.name, criteria, ids, dataset,
-                      run.options.keep_images, transferred, real, run.result)
+                      (run.options.keep_images, run.options.keep_best), transferred, real, run.result)
 
+
+
+def _prune_images(state: Replicas, batch: int, finished: torch.Tensor) -> None:
+    """Stop the unfinished replicas of every image with a ``finished`` (R,) replica; those that had
+    not succeeded are marked ``pruned``."""
+    image_of = state.image_of.to(state.done.device)
+    finished_image = torch.zeros(batch, dtype=torch.bool, device=state.done.device)
+    finished_image.index_put_((image_of,), finished, accumulate=True)
+    prune = finished_image[image_of] & ~state.done
+    state.pruned |= prune & (state.success_at < 0)
+    state.done |= prune
 
 
 def _set_aside(run: _Run, state: Replicas, images: torch.Tensor) -> None:
@@ -167,10 +185,13 @@ def _as_index(chunk: torch.Tensor, device: torch.device) -> torch.Tensor | slice
 
 
 def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_host: torch.Tensor, position: int,
-                update: bool, context: LossContext) -> None:
-    """Evaluate, record and (where the rules allow) update the replicas of one chunk."""
+                update: bool, context: LossContext, admissible: bool = True) -> None:
+    """Evaluate, record and (where the rules allow) update the replicas of one chunk. An iterate
+    outside the budget (a stage of a larger radius, ``admissible`` false) is scored for the rule but
+    neither recorded nor judged."""
     criteria = run.criteria
-    live = ~state.done[chunk]  # all True under compaction; finished replicas keep their records otherwise
+    moving = ~state.done[chunk]  # all True under compaction; finished replicas keep their records otherwise
+    live = moving & admissible
     x = state.x[chunk].detach().requires_grad_(update)
     with torch.set_grad_enabled(update):
         out = run.victim(x)
@@ -184,10 +205,13 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
         state.success_at[chunk] = torch.where(newly, torch.full_like(state.success_at[chunk], position),
                                               state.success_at[chunk])
         state.success_score[chunk] = torch.where(newly, score, state.success_score[chunk])
-        state.chosen[chunk] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[chunk])
+        if admissible:
+            state.chosen[chunk] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[chunk])
         if state.best is not None:
             improved = live & better(raw, state.best_score[chunk], run.target.targeted)
             state.best_score[chunk] = torch.where(improved, raw, state.best_score[chunk])
+            state.best_at[chunk] = torch.where(improved, torch.full_like(state.best_at[chunk], position),
+                                               state.best_at[chunk])
             state.best[chunk] = torch.where(improved.view(-1, 1, 1, 1), x.detach(), state.best[chunk])
         stop = criteria.stops(raw) & live
         run.result.forward_replicas += chunk_host.numel()
@@ -201,8 +225,9 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
             if run.attack.rule.tracks_cross_entropy:
                 tracked = logit_forms.bce_loss(logit_forms.fused_logit(out), reference.to(out.prob.dtype)).detach()
             info = StepInfo(values.detach(), raw, position, run.attack.budget.steps, tracked)
-            _move(run.attack, state, chunk, x.detach(), grad, info, live & ~stop)
+            _move(run.attack, state, chunk, x.detach(), grad, info, moving & ~stop)
     state.done[chunk] |= stop
+    state.stopped[chunk] |= stop
 
 
 def _move(attack: Attack, state: Replicas, chunk: torch.Tensor | slice, x: torch.Tensor, grad: torch.Tensor,
@@ -226,7 +251,8 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
                attack: Attack | None = None, *, target: str | TargetKind = "untargeted",
                losses: Sequence[str] | Mapping[str, LossFn] | None = None, options: EngineOptions | None = None,
                seed: int = 0, ids: Sequence[str] | None = None, dataset: str = "",
-               transfer_to: VictimFn | None = None, skip: Mapping[str, Sequence[bool]] | None = None) -> AttackResult:
+               transfer_to: VictimFn | None = None, skip: Mapping[str, Sequence[bool]] | None = None,
+               start: Sequence[torch.Tensor] | None = None, start_steps: Sequence[int] | None = None) -> AttackResult:
     """Attack ``images`` with every loss of ``attack`` at once.
 
     Args:
@@ -250,6 +276,10 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
             the recorded score) is judged on it too, giving ``transfer_metric`` and ``transfer_success``.
         skip: ``{loss: one flag per image}``: flagged (image, loss) pairs are not attacked and give no
             record (the paper's per-loss random targets that equal an image's ground truth).
+        start: one (3, H_i, W_i) image per image to start from instead of the clean image (or a
+            random start): a cascade's warm start from the best adversarial image found so far.
+        start_steps: the updates spent reaching each starting image: the records' ``steps`` count on
+            from there, so a warm-started success is not a success "at the first record".
 
     Returns:
         :class:`~medis.attacks.recording.AttackResult` with one :class:`~medis.records.Record` per
@@ -271,6 +301,9 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
     else:
         shared = _as_list(reference)
         per_loss = {name: shared for name in loss_fns}
+    starts = _as_list(start) if start is not None else None
+    if starts is not None and len(starts) != len(image_list):
+        raise ConfigError(f"{len(image_list)} images but {len(starts)} starting images")
     if len(ids) != len(image_list) or any(len(refs) != len(image_list) for refs in per_loss.values()):
         raise ConfigError(f"{len(image_list)} images but {len(ids)} ids / references of other lengths")
     model = victim.model if hasattr(victim, "model") else victim
@@ -294,7 +327,10 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
             refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # loss-major replicas
             skipped = torch.tensor([bool(skip[name][i]) if skip and name in skip else False
                                     for name in loss_fns for i in members])
-            _attack_same_size(run, batch, refs, [ids[i] for i in members], dataset, seed, skipped, transfer_to)
+            first = None if starts is None else torch.stack([starts[i] for i in members]).to(batch)
+            offsets = None if start_steps is None else [int(start_steps[i]) for i in members]
+            _attack_same_size(run, batch, refs, [ids[i] for i in members], dataset, seed, skipped, transfer_to, first,
+                              offsets)
     position = {image_id: i for i, image_id in enumerate(ids)}
     names = list(loss_fns)
     run.result.records.sort(key=lambda rec: (position[rec.image_id], names.index(rec.loss)))

@@ -1,10 +1,25 @@
 """An ensemble: several attacks on the same images; the per-image worst case is its result.
 
 SEA (Croce, Singh, Hein, "Towards Reliable Evaluation and Fast Training of Robust Semantic
-Segmentation Models", ECCV 2024) evaluates a model by the strongest of several attacks on each
-image. Every member attacks every image; its records' ``loss`` is qualified ``<member>/<loss>``, so
-that parallel fusion over all the records of an image is the per-image worst case over attacks and
-losses, computed by the same fusion code as MedIS's over losses (:mod:`medis.fusion`).
+Segmentation Models", ECCV 2024) and Halmosi, Mohos, Jelasity ("Evaluating the Adversarial
+Robustness of Semantic Segmentation: Trying Harder Pays Off", ECCV 2024) evaluate a model by the
+strongest of several attacks on each image. A member's records' ``loss`` is qualified
+``<member>/<loss>``, so that parallel fusion over all the records of an image is the per-image
+worst case over attacks and losses, computed by the same fusion code as MedIS's over losses
+(:mod:`medis.fusion`).
+
+Two orders:
+
+- parallel (``cascade=False``): every member attacks every image, as the papers' protocols do;
+- cascade (``cascade=True``): the members run in order and an image leaves as soon as it is
+  broken, i.e. some record's score reached the ``floor`` (two-class mIoU <= floor untargeted, target
+  attainment >= 1 - floor targeted; with floor 0 the score cannot get worse). Every member stops a
+  replica at the floor, and an image's other losses with it (``EngineOptions.stop_image``); later
+  members only get the images still standing. An image's worst case is the best any member found
+  on it, so the cascade is as strong as running every member on every image, up to the floor,
+  at the cost of the images that resist. With ``warm_start`` each member after the first starts
+  every image from the best adversarial image found on it so far (as SEA's stages start from the
+  previous stage's best), instead of its own random start: the next loss continues the work.
 
 ``conf/attack/ensemble.yaml`` builds one with :func:`build_ensemble`: shared settings (mode, budget,
 criteria) laid under each member's own.
@@ -12,23 +27,26 @@ criteria) laid under each member's own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from medis.attacks.attack import Attack
-from medis.attacks.budget import Budget
+from medis.attacks.budget import Budget, check_number
 from medis.attacks.criteria import Thresholds
 from medis.attacks.engine import EngineOptions, run_attack
-from medis.attacks.kinds import TargetKind
+from medis.attacks.kinds import TargetKind, target_kind
 from medis.attacks.recording import AttackResult
 from medis.errors import ConfigError
 from medis.losses import build_loss
 from medis.models.frontend import VictimOutput
+from medis.records import Record
 
-__all__ = ["Ensemble", "build_ensemble", "run_ensemble"]
+__all__ = ["Cascade", "Ensemble", "broken_images", "build_ensemble", "run_ensemble"]
 
 _MEMBER_KEYS = ("mode", "rule", "losses", "budget", "criteria")
 
@@ -38,12 +56,20 @@ class Ensemble:
     """Member attacks, run one after the other on the same images.
 
     Attributes:
-        members: the attacks (distinct names: each qualifies its losses' labels).
+        members: the attacks (distinct names: each qualifies its losses' labels), in cascade order.
         name: the ensemble's name.
+        cascade: run the members in order, each on the images still standing (module docstring);
+            ``False``: every member on every image.
+        floor: the score at which an image is broken in a cascade, as a distance from the perfect
+            score (0: mIoU 0 untargeted, attainment 1 targeted).
+        warm_start: in a cascade, start each member from the best image found so far.
     """
 
     members: tuple[Attack, ...]
     name: str = "ensemble"
+    cascade: bool = False
+    floor: float = 0.0
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         members = tuple(self.members)
@@ -52,6 +78,12 @@ class Ensemble:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ConfigError(f"ensemble members need distinct names, got {names}")
+        for key in ("cascade", "warm_start"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"attack.{key} must be true or false, got {getattr(self, key)!r}")
+        check_number(self.floor, "attack.floor", low=0)
+        if self.floor >= 1:
+            raise ConfigError(f"attack.floor must be < 1, got {self.floor!r}")
         object.__setattr__(self, "members", members)
 
     @staticmethod
@@ -61,7 +93,25 @@ class Ensemble:
 
     def with_losses(self, default: Sequence[str]) -> "Ensemble":
         """This ensemble with ``default`` as the losses of members that have none of their own."""
-        return Ensemble(tuple(m.with_losses(default) for m in self.members), self.name)
+        return dataclasses.replace(self, members=tuple(m.with_losses(default) for m in self.members))
+
+    def broken_at(self, targeted: bool) -> float:
+        """The score at which an image is broken (module docstring)."""
+        return 1.0 - self.floor if targeted else self.floor
+
+    def member_for(self, member: Attack, targeted: bool) -> Attack:
+        """``member`` as this ensemble runs it: in a cascade it stops at the floor."""
+        if not self.cascade:
+            return member
+        stop = "exact" if self.floor == 0 else self.broken_at(targeted)
+        return dataclasses.replace(member, criteria=dataclasses.replace(member.criteria, stop=stop))
+
+    def options_for(self, options: EngineOptions) -> EngineOptions:
+        """The engine options of a member run: in a cascade, an image stops with its first broken
+        replica (and the best iterates come back for the warm starts)."""
+        if not self.cascade:
+            return options
+        return dataclasses.replace(options, stop_image=True, keep_best=options.keep_best or self.warm_start)
 
     @property
     def labels(self) -> list[str]:
@@ -71,14 +121,15 @@ class Ensemble:
 
 def build_ensemble(members: Mapping[str, Mapping[str, Any] | Attack], mode: str = "clean",
                    budget: Mapping[str, Any] | None = None, criteria: Mapping[str, Any] | None = None,
-                   name: str = "ensemble") -> Ensemble:
+                   name: str = "ensemble", cascade: bool = False, floor: float = 0.0,
+                   warm_start: bool = False) -> Ensemble:
     """An :class:`Ensemble` from member settings laid over shared ones (``conf/attack/ensemble.yaml``).
 
     Args:
         members: ``{name: settings}``; settings hold a ``rule`` (required), and optionally ``losses``,
             ``mode``, ``budget`` and ``criteria`` fields that override the shared ones field by field.
         mode, budget, criteria: the shared settings.
-        name: the ensemble's name.
+        name: the ensemble's name; cascade, floor, warm_start: see :class:`Ensemble`.
 
     Raises:
         ConfigError: no member, a member without a rule, an unknown key.
@@ -100,7 +151,59 @@ def build_ensemble(members: Mapping[str, Mapping[str, Any] | Attack], mode: str 
         attacks.append(Attack(name=str(member), mode=own.get("mode", mode), rule=own["rule"],
                               losses=own.get("losses"), budget=Budget(**{**shared_budget, **own.get("budget", {})}),
                               criteria=Thresholds(**{**shared_criteria, **own.get("criteria", {})})))
-    return Ensemble(tuple(attacks), name)
+    return Ensemble(tuple(attacks), name, cascade, floor, warm_start)
+
+
+def broken_images(records: Iterable[Record], targeted: bool, at: float) -> set[str]:
+    """The image ids of ``records`` with a score at or beyond ``at`` (min of the trajectory when
+    untargeted, max when targeted): the images a cascade has broken."""
+    broken = set()
+    for record in records:
+        scores = [value for value in record.trajectory if not math.isnan(value)]
+        if scores and (max(scores) >= at if targeted else min(scores) <= at):
+            broken.add(record.image_id)
+    return broken
+
+
+class Cascade:
+    """A cascade's bookkeeping over one set of images (module docstring): the images it has broken
+    and, for warm starts, the best adversarial image of each so far.
+
+    Args:
+        ensemble: the ensemble (``None``, or one that is not a cascade: a bookkeeper that does nothing).
+        targeted: whether the attack is targeted (higher scores are better for the attacker).
+    """
+
+    def __init__(self, ensemble: Ensemble | None, targeted: bool) -> None:
+        self.ensemble, self.targeted = ensemble, targeted
+        self.active = ensemble is not None and ensemble.cascade
+        self.broken: set[str] = set()
+        self.best: dict[str, tuple[float, torch.Tensor, int]] = {}
+
+    def note(self, records: Iterable[Record],
+             best: Mapping[tuple[str, str], tuple[float, torch.Tensor, int]] | None = None) -> None:
+        """Take in a member's records (and best iterates, :attr:`AttackResult.best`)."""
+        if not self.active:
+            return
+        self.broken |= broken_images(records, self.targeted, self.ensemble.broken_at(self.targeted))
+        for (image_id, _), (score, image, steps) in (best or {}).items():
+            known = self.best.get(image_id)
+            if known is None or (score > known[0] if self.targeted else score < known[0]):
+                self.best[image_id] = (score, image, steps)
+
+    def standing(self, ids: Sequence[str]) -> list[int]:
+        """The positions of ``ids`` not broken yet."""
+        return [i for i, image_id in enumerate(ids) if image_id not in self.broken]
+
+    def starts(self, ids: Sequence[str], images: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]] | None:
+        """Warm starts for the next member: (the best image so far, or the clean image where there
+        is none yet; the updates that led there), or ``None``: random starts (no warm start, or
+        nothing found yet)."""
+        if not (self.active and self.ensemble.warm_start and any(image_id in self.best for image_id in ids)):
+            return None
+        found = [self.best.get(image_id) for image_id in ids]
+        return ([entry[1] if entry else image for entry, image in zip(found, images)],
+                [entry[2] if entry else 0 for entry in found])
 
 
 def run_ensemble(victim: Callable[[torch.Tensor], VictimOutput], images: Sequence[torch.Tensor],
@@ -108,12 +211,25 @@ def run_ensemble(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
                  target: str | TargetKind = "untargeted", options: EngineOptions | None = None, seed: int = 0,
                  ids: Sequence[str] | None = None, dataset: str = "",
                  transfer_to: Callable[[torch.Tensor], VictimOutput] | None = None) -> AttackResult:
-    """Every member of ``ensemble`` on the same images (:func:`~medis.attacks.engine.run_attack` each);
-    ``reference`` as for it, per-loss references keyed by qualified label. Returns all the records."""
-    result = AttackResult(records=[])
+    """The members of ``ensemble`` on the images (:func:`~medis.attacks.engine.run_attack` each): all
+    of them on every image, or in a cascade each on the images still standing. ``reference`` as for
+    ``run_attack``, per-loss references keyed by qualified label. Returns all the records."""
+    kind = target_kind(target)
+    ids = [str(i) for i in range(len(images))] if ids is None else list(ids)
+    options = ensemble.options_for(options or EngineOptions())
+    result, cascade = AttackResult(records=[]), Cascade(ensemble, kind.targeted)
     for member in ensemble.members:
+        standing = cascade.standing(ids)
+        if not standing:
+            break
         labels = {ensemble.label(member, loss): build_loss(loss, member.mode) for loss in member.losses or ()}
-        refs = {label: reference[label] for label in labels} if isinstance(reference, Mapping) else reference
-        result.extend(run_attack(victim, images, refs, member, target=target, losses=labels, options=options,
-                                 seed=seed, ids=ids, dataset=dataset, transfer_to=transfer_to))
+        pick = (lambda seq: [seq[i] for i in standing])  # noqa: E731
+        refs = {label: pick(reference[label]) for label in labels} if isinstance(reference, Mapping) else pick(reference)
+        starts = cascade.starts(pick(ids), pick(images)) or (None, None)
+        done = run_attack(victim, pick(images), refs, ensemble.member_for(member, kind.targeted), target=kind,
+                          losses=labels, options=options, seed=seed, ids=pick(ids), dataset=dataset,
+                          transfer_to=transfer_to, start=starts[0], start_steps=starts[1])
+        cascade.note(done.records, done.best)
+        done.best.clear()  # the bookkeeper keeps one image per image; the replicas' copies go
+        result.extend(done)
     return result

@@ -6,6 +6,7 @@ Scores are those of :mod:`medis.attacks.scoring`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,17 +30,21 @@ class AttackResult:
     Attributes:
         records: one :class:`~medis.records.Record` per (image, loss), in image order then loss order.
         adversarial: ``{(image_id, loss): (3, H, W)}`` chosen adversarial images (``keep_images``).
+        best: ``{(image_id, loss): (score, (3, H, W), steps)}`` each replica's best admissible iterate
+            by its recorded score, that score and the updates that led to it (``keep_best``).
         forward_replicas: replica forward passes run; ``backward_replicas``: replica backward passes.
     """
 
     records: list[Record]
     adversarial: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    best: dict[tuple[str, str], tuple[float, torch.Tensor, int]] = field(default_factory=dict)
     forward_replicas: int = 0
     backward_replicas: int = 0
 
     def extend(self, other: "AttackResult") -> None:
         self.records.extend(other.records)
         self.adversarial.update(other.adversarial)
+        self.best.update(other.best)
         self.forward_replicas += other.forward_replicas
         self.backward_replicas += other.backward_replicas
 
@@ -72,11 +77,14 @@ def _judgments(judged: tuple[torch.Tensor, torch.Tensor] | None, set_aside: list
 
 
 def records_of(state: Replicas, names: list[str], attack: Attack, target: str, criteria: Criteria,
-               ids: Sequence[str], dataset: str, keep_images: bool,
+               ids: Sequence[str], dataset: str, keep_images: bool | tuple[bool, bool],
                transferred: tuple[torch.Tensor, torch.Tensor] | None,
                real: tuple[torch.Tensor, torch.Tensor] | None, result: AttackResult) -> AttackResult:
     """Append one record per replica to ``result``, with norms and SSIM/PSNR of the chosen
-    adversarial image (at the success record, else the last evaluated); returns ``result``."""
+    adversarial image (at the success record, else the last evaluated); returns ``result``. ``steps``
+    counts from the clean image (a warm start's updates included, ``state.step_offset``).
+    ``keep_images``: keep the chosen images, or (chosen, best) to keep the best iterates too."""
+    keep_chosen, keep_best = keep_images if isinstance(keep_images, tuple) else (keep_images, False)
     norms = perturbation_norms(state.chosen, state.x0)
     ssim, psnr = ssim_psnr(state.chosen, state.x0)
     success = (state.success_at >= 0).cpu()
@@ -84,6 +92,7 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
                {"success_at": state.success_at, "success_score": state.success_score, "last": state.last_score,
                 "ssim": ssim, "psnr": psnr, "pruned": state.pruned, "forwards": state.forwards,
                 "backwards": state.backwards, "set_aside": state.set_aside, "clean": state.clean_score,
+                "offset": state.step_offset, "best_at": state.best_at,
                 **norms}.items()}
     transfer_metric, transfer_success = _judgments(transferred, columns["set_aside"])
     real_metric, real_success = _judgments(real, columns["set_aside"])
@@ -99,7 +108,7 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
         result.records.append(Record(
             dataset=dataset, image_id=ids[image], target=target, loss=names[k], mode=attack.mode,
             eps=None if eps is None else float(eps), success=ok,
-            steps=columns["success_at"][r] + criteria.first_index if ok else None,
+            steps=columns["success_at"][r] + criteria.first_index + columns["offset"][r] if ok else None,
             metric=columns["success_score"][r] if ok else columns["last"][r],
             pruned=bool(columns["pruned"][r]),
             **{key: columns[key][r] for key in ("linf", "l2", "linf_255", "l2_255", "ssim", "psnr")},
@@ -108,6 +117,9 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
             transfer_metric=transfer_metric[r], transfer_success=transfer_success[r],
             set_aside=bool(columns["set_aside"][r]), clean_metric=columns["clean"][r] if clean_mode else None,
             real_metric=real_metric[r], real_success=real_success[r]))
-        if keep_images:
+        if keep_chosen:
             result.adversarial[(ids[image], names[k])] = state.chosen[r].detach().cpu()
+        if keep_best and state.best is not None and not math.isnan(float(state.best_score[r])):
+            result.best[(ids[image], names[k])] = (float(state.best_score[r]), state.best[r].detach().cpu(),
+                                                   columns["best_at"][r] + columns["offset"][r])
     return result

@@ -62,13 +62,15 @@ def start_seed(seed: int, image_id: str, loss: str) -> int:
 def random_starts(x0: torch.Tensor, attack: Attack, seed: int, ids: Sequence[str], losses: Sequence[str],
                   image_of: torch.Tensor, loss_of: torch.Tensor) -> torch.Tensor:
     """Every replica's starting point (R, C, H, W): its clean image, or a uniform random point of the
-    budget drawn from the replica's own generator (:func:`start_seed`)."""
+    budget (at the radius of the rule's first stage) drawn from the replica's own generator
+    (:func:`start_seed`)."""
     if not attack.budget.random_start:
         return x0.clone()
+    budget = attack.budget.scaled(attack.rule.stage(0, attack.budget.steps).radius)
     starts = torch.empty_like(x0)
     for r in range(x0.shape[0]):
         generator = torch.Generator().manual_seed(start_seed(seed, ids[int(image_of[r])], losses[int(loss_of[r])]))
-        starts[r] = attack.budget.start(x0[r:r + 1], generator)[0]
+        starts[r] = budget.start(x0[r:r + 1], generator)[0]
     return starts
 
 
@@ -89,11 +91,16 @@ class Replicas:
         seed: the random start's seed.
         ids: the B image ids (the random starts are drawn per (seed, image id, loss)).
         records: the number of records per replica.
-        track_best: keep the best iterate of every replica (for transfer judging).
+        track_best: keep the best iterate of every replica (transfer judging, a cascade's warm starts).
+        start: (B, 3, H, W) images to start from instead of the clean ones (a cascade's warm start:
+            every loss of an image starts there, projected onto the budget; no random start).
+        start_steps: (B,) the updates that led to each starting image: the records' ``steps`` (and
+            the best iterates' positions) count from the clean image, not from the warm start.
     """
 
     def __init__(self, images: torch.Tensor, references: torch.Tensor, losses: Sequence[str], attack: Attack,
-                 target: TargetKind, seed: int, ids: Sequence[str], records: int, track_best: bool = False) -> None:
+                 target: TargetKind, seed: int, ids: Sequence[str], records: int, track_best: bool = False,
+                 start: torch.Tensor | None = None, start_steps: Sequence[int] | None = None) -> None:
         batch, n_losses = images.shape[0], len(losses)
         self.count = batch * n_losses
         device = images.device
@@ -101,7 +108,10 @@ class Replicas:
         self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
         self.reference = references  # (R, 1, H, W), loss-major
         self.x0 = images.detach().repeat(n_losses, 1, 1, 1)
-        self.x = random_starts(self.x0, attack, seed, ids, losses, self.image_of, self.loss_of)
+        if start is None:
+            self.x = random_starts(self.x0, attack, seed, ids, losses, self.image_of, self.loss_of)
+        else:
+            self.x = attack.budget.project(start.detach().to(images).repeat(n_losses, 1, 1, 1), self.x0)
         self.clean_pred: torch.Tensor | None = None  # (B, 1, H, W) bool, clean mode
         self.set_aside = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.skipped = torch.zeros(self.count, dtype=torch.bool, device=device)
@@ -114,8 +124,12 @@ class Replicas:
         self.last_score = torch.full((self.count,), float("nan"), device=device)
         self.chosen = self.x0.clone()
         self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
+        self.stopped = torch.zeros(self.count, dtype=torch.bool, device=device)  # met the stop rule
         self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.forwards = torch.zeros(self.count, dtype=torch.long, device=device)
         self.backwards = torch.zeros(self.count, dtype=torch.long, device=device)
         self.best_score = torch.full((self.count,), float("nan"), device=device)
+        self.best_at = torch.full((self.count,), -1, dtype=torch.long, device=device)  # record of the best
+        offsets = torch.as_tensor(list(start_steps) if start_steps is not None else [0] * batch, dtype=torch.long)
+        self.step_offset = offsets.repeat(n_losses).to(device)
         self.best = self.x0.clone() if track_best else None

@@ -41,7 +41,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.attack import Attack
 from medis.attacks.engine import AttackResult, EngineOptions, run_attack
-from medis.attacks.ensemble import Ensemble
+from medis.attacks.ensemble import Cascade, Ensemble
 from medis.attacks.kinds import target_kind
 from medis.attacks.sanity import check_victim
 from medis.attacks.targets import TargetPool, same_as_ground_truth
@@ -114,6 +114,7 @@ class AttackModule(pl.LightningModule):
         self._skipped_pairs: dict[str, set[tuple[tuple[str, str], str]]] = {kind: set() for kind in self.targets}
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
+        self._earlier: list[Record] = []  # records of a resumed run (a cascade's broken images)
         self._pool: TargetPool | None = None
 
     def _labels(self, member: Attack) -> dict[str, str]:
@@ -133,6 +134,7 @@ class AttackModule(pl.LightningModule):
                 if source.exists():
                     kept = read_records(source)
                     self._done |= completed_keys(kept)
+                    self._earlier.extend(kept)
                     if source == merged and world == 1:
                         self.records = kept
         else:
@@ -203,11 +205,17 @@ class AttackModule(pl.LightningModule):
                                            if flags[i]}
         wanted = self.gallery_size - len(self.gallery[kind.name])
         result = AttackResult(records=[])
-        for member in self.members:
-            result.extend(self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, keep,
-                                              equal))
         assert self._writer is not None
-        self.records.extend(self._writer.append(result.records))  # never a row already on disk
+        cascade = self._cascade(kind, dataset, ids)
+        for member in self.members:
+            standing = [i for i in keep if ids[i] not in cascade.broken]
+            starts = cascade.starts([ids[i] for i in standing], [images[i] for i in standing])
+            done = self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, standing, equal,
+                                       None if starts is None else dict(zip(standing, zip(*starts))))
+            cascade.note(done.records, done.best)
+            done.best.clear()
+            self.records.extend(self._writer.append(done.records))  # each member's rows as it ends; never a row twice
+            result.extend(done)
         kept = [i for i in keep if any(r.image_id == ids[i] for r in result.records)]
         if wanted > 0 and kept:
             pick = (lambda seq: [seq[i] for i in kept])
@@ -224,9 +232,20 @@ class AttackModule(pl.LightningModule):
             return {label: same_as_ground_truth(refs, masks).tolist() for label, refs in references.items()}
         return {"": same_as_ground_truth(references, masks).tolist()}
 
+    def _cascade(self, kind, dataset: str, ids: list[str]) -> Cascade:
+        """The cascade bookkeeper of one group (a no-op outside a cascade), told which images the
+        resumed run's records have broken already (their best images are not on disk: those images'
+        next members start at random, or at the clean image beside warm-started ones)."""
+        cascade = Cascade(self.ensemble, kind.targeted)
+        mine = set(ids)
+        cascade.note([r for r in self._earlier if r.dataset == dataset and r.target == kind.name and r.image_id in mine])
+        return cascade
+
     def _attack_member(self, member: Attack, kind, keep_images: bool, dataset: str, images: list[torch.Tensor],
-                       references, ids: list[str], keep: list[int], equal: dict[str, list[bool]]) -> AttackResult:
-        """One attack of the plan on the images of ``keep`` it has not finished (resume)."""
+                       references, ids: list[str], keep: list[int], equal: dict[str, list[bool]],
+                       starts: dict[int, tuple[torch.Tensor, int]] | None = None) -> AttackResult:
+        """One attack of the plan on the images of ``keep`` it has not finished (resume), from
+        ``starts`` (a cascade's warm starts and their steps, by image position) where given."""
         labels = self._labels(member)
         todo = [i for i in keep if any((dataset, ids[i], kind.name, label) not in self._done for label in labels)]
         if not todo:
@@ -238,9 +257,14 @@ class AttackModule(pl.LightningModule):
             reference = pick(references)
         loss_fns = {label: build_loss(loss, member.mode) for label, loss in labels.items()}
         options = dataclasses.replace(self.engine, keep_images=True) if keep_images else self.engine
+        if self.ensemble is not None:
+            member, options = self.ensemble.member_for(member, kind.targeted), self.ensemble.options_for(options)
         skip = {label: pick(flags) for label, flags in equal.items() if label in labels}
+        warm = None if starts is None else [starts.get(i, (images[i], 0)) for i in todo]
         return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,
-                          seed=self.seed, ids=pick(ids), dataset=dataset, transfer_to=self.transfer_victim, skip=skip)
+                          seed=self.seed, ids=pick(ids), dataset=dataset, transfer_to=self.transfer_victim, skip=skip,
+                          start=None if warm is None else [w[0] for w in warm],
+                          start_steps=None if warm is None else [w[1] for w in warm])
 
     @property
     def skipped(self) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """The losses of the attacks beyond MedIS, from logits (see :mod:`medis.losses.logit_forms` for why):
-SegPGD, CosPGD, SEA's three, DAG and ASMA. Each takes (B, 1, H, W) logits z, the reference M in
+SegPGD, CosPGD, SEA's, PAdam's cosine loss, DAG and ASMA. Each takes (B, 1, H, W) logits z, the reference M in
 {0, 1} and whether the attack is targeted, and returns (B,).
 
 Several weigh the *pixel set*, the pixels the attack still has to win, computed without gradient at
@@ -79,6 +79,22 @@ def masked_logit_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = Fals
     """
     normalised = z / torch.sqrt(1.0 + z * z)
     return -(pixel_set(z, mask, targeted) * (2.0 * mask - 1.0) * normalised).flatten(1).mean(1)
+
+
+def cosine_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The cosine loss of Halmosi, Mohos, Jelasity (ECCV 2024), binary form: the pixel mean of
+    1 − cos(s, e_M), e_M the one-hot reference and s = (log(1 − P), log P) the two-class scores.
+
+    The authors take s as the class logits; a binary map has one logit, and any two-class logits
+    made from it ((0, z), (−z/2, z/2)) give a cosine that depends on sign(z) alone, hence no
+    gradient. Log-probabilities are not shift-invariant: 1 − cos = 1 − log P_M / ‖s‖ runs from 1
+    (the pixel confidently right) to 2 (confidently wrong), and its gradient is that of a pixel's
+    own confidence, like the cross-entropy's. ‖s‖ >= √2·log 2, so the division is safe.
+    """
+    log_p, log_q = -F.softplus(-z), -F.softplus(z)
+    own = torch.where(mask > 0.5, log_p, log_q)
+    cos = own / torch.sqrt(log_p * log_p + log_q * log_q)
+    return (1.0 - cos).flatten(1).mean(1)
 
 
 def dag_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = False) -> torch.Tensor:

@@ -122,6 +122,7 @@ _LOSSES: dict[str, dict[str, LossFn]] = {
     "focal": _both(_on_logit(logit_forms.focal_loss)),
     "segpgd": _both(_segpgd),
     "cospgd": _both(_with_direction(logit_attacks.cospgd_loss)),
+    "cosine": _both(_on_logit(logit_attacks.cosine_loss)),
     **{name: _both(_with_direction(fn)) for name, fn in (
         ("masked_bce", logit_attacks.masked_bce_loss), ("js", logit_attacks.js_divergence_loss),
         ("masked_logit", logit_attacks.masked_logit_loss), ("dag", logit_attacks.dag_loss),
@@ -144,14 +145,19 @@ for _mode in MODES:
     _LOSSES.setdefault("combined", {})[_mode] = _combined(_mode)
 
 LOSS_NAMES: tuple[str, ...] = PAPER_LOSSES + tuple(name for name in _LOSSES if name not in PAPER_LOSSES)
-SEA_LOSSES: tuple[str, ...] = ("masked_bce", "js", "masked_logit")
-"""The three APGD losses of SEA (Croce, Singh, Hein, ECCV 2024)."""
-LOSS_SETS: Mapping[str, tuple[str, ...]] = {"all": LOSS_NAMES, "paper": PAPER_LOSSES, "sea": SEA_LOSSES}
+SEA_LOSSES: tuple[str, ...] = ("masked_bce", "js", "masked_logit", "segpgd")
+"""The four APGD losses of SEA's protocol (Croce, Singh, Hein, ECCV 2024, as its first public code
+and Halmosi et al.'s evaluation run it): masked cross-entropy, Jensen-Shannon divergence, masked
+normalised logit and the SegPGD loss."""
+PADAM_LOSSES: tuple[str, ...] = ("bce", "cosine")
+"""PAdam's two losses (Halmosi, Mohos, Jelasity, ECCV 2024): cross-entropy and the cosine loss."""
+LOSS_SETS: Mapping[str, tuple[str, ...]] = {"all": LOSS_NAMES, "paper": PAPER_LOSSES, "sea": SEA_LOSSES,
+                                            "padam": PADAM_LOSSES}
 """Named selections of the registry (``conf/losses`` reads them through the ``medis.losses`` resolver)."""
 
 
 def loss_set(name: str) -> list[str]:
-    """The names of a selection of :data:`LOSS_SETS` (``all``, ``paper``, ``sea``); ConfigError otherwise."""
+    """The names of a selection of :data:`LOSS_SETS` (``all``, ``paper``, ``sea``, ``padam``); ConfigError otherwise."""
     if name not in LOSS_SETS:
         raise ConfigError(f"unknown loss selection {name!r}; valid: {', '.join(LOSS_SETS)}")
     return list(LOSS_SETS[name])

@@ -21,10 +21,20 @@ attacked loss: SEA tracks the plain cross-entropy for every loss (its public cod
 least-attacked iterate look best (``track: ce``, the default; ``track: loss`` follows the attacked
 loss itself). The engine's records keep every iterate's score, so the best iterate by the success
 metric is what the reports read.
+
+SEA's progressive radius (``radii: [2, 1.5, 1]``, ``stages: [0.3, 0.3, 0.4]``): the N iterations are
+split into stages of ⌊0.3N⌋, ⌊0.3N⌋ and the rest, run at 2ε, 1.5ε and ε, each a fresh APGD (step
+2·its radius, new checkpoints, no momentum history, new best points). The random start is drawn in
+the first stage's ball; each later stage starts from the previous stage's best iterate *by score*
+(SEA: the lowest-accuracy one) projected onto its smaller ball. That warm start is one update of its
+own (the move; the iterate is then evaluated like any other), so ``attack.budget.steps`` counts
+N + (stages − 1) updates: 302 for SEA's 300 iterations. Only the last stage's iterates lie within
+ε, and only they are recorded and judged (:class:`~medis.attacks.rules.base.Stage`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -33,7 +43,7 @@ import torch
 
 from medis.attacks.budget import Budget, check_number
 from medis.attacks.projection import per_sample
-from medis.attacks.rules.base import State, StepInfo, StepSize, UpdateRule
+from medis.attacks.rules.base import Stage, State, StepInfo, StepSize, UpdateRule
 from medis.errors import ConfigError
 
 TRACKED = ("ce", "loss")
@@ -79,7 +89,9 @@ def _checkpoint(state: State, x: torch.Tensor, grad: torch.Tensor, span: int,
 @dataclass(frozen=True)
 class APGD(StepSize, UpdateRule):
     """Auto-PGD (module docstring): initial step ``step_size_eps``·eps, ``momentum`` α, ``rho`` ρ,
-    ``track``: the objective of the best point and the step schedule (``ce`` or ``loss``)."""
+    ``track``: the objective of the best point and the step schedule (``ce`` or ``loss``);
+    ``radii`` (in units of eps, the last 1) and ``stages`` (their shares of the iterations): SEA's
+    progressive radius, one stage at eps by default."""
 
     name: ClassVar[str] = "apgd"
     needs_budget: ClassVar[bool] = True
@@ -87,6 +99,8 @@ class APGD(StepSize, UpdateRule):
     momentum: float = 0.75
     rho: float = 0.75
     track: str = "ce"
+    radii: tuple[float, ...] = (1.0,)
+    stages: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,50 +108,116 @@ class APGD(StepSize, UpdateRule):
         check_number(self.rho, "attack.rule.rho", low=0)
         if self.track not in TRACKED:
             raise ConfigError(f"attack.rule.track={self.track!r} must be one of {', '.join(TRACKED)}")
+        object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
+        object.__setattr__(self, "stages", tuple(float(f) for f in self.stages))
+        if not self.radii or len(self.radii) != len(self.stages):
+            raise ConfigError(f"attack.rule.radii {list(self.radii)} and attack.rule.stages {list(self.stages)} "
+                              "need one entry per stage")
+        if self.radii[-1] != 1.0 or any(r < 1.0 for r in self.radii):
+            raise ConfigError(f"attack.rule.radii must be >= 1 and end with 1 (the budget's eps), got {list(self.radii)}")
+        if any(f <= 0 for f in self.stages) or abs(sum(self.stages) - 1.0) > 1e-6:
+            raise ConfigError(f"attack.rule.stages must be positive shares summing to 1, got {list(self.stages)}")
+
+    def check(self, budget: Budget) -> None:
+        super().check(budget)
+        need = 2 * len(self.radii) - 1
+        if budget.steps < need:
+            raise ConfigError(f"attack.budget.steps={budget.steps}: {len(self.radii)} radius stages need at least "
+                              f"{need} steps (one iteration each, one warm-start move between two)")
 
     @property
     def tracks_cross_entropy(self) -> bool:
         return self.track == "ce"
 
+    def stage(self, position: int, total: int) -> Stage:
+        """The stage whose iterates include record ``position`` (module docstring)."""
+        found = _stage_table(self.radii, self.stages, total)
+        for stage in reversed(found):
+            if position >= stage.start:
+                return stage
+        return found[0]
+
     def init(self, x0: torch.Tensor, budget: Budget) -> State:
-        """η, previous and best iterates, best gradient and objective, counters, per replica."""
+        """η, previous and best iterates, best gradient and objective, counters, and the best
+        iterate by score (for the next stage's warm start), per replica."""
         scalar = x0.new_zeros(x0.shape[0])
-        return {
-            "eta": torch.full_like(scalar, self.alpha(budget)),
-            "x_prev": x0.clone(),
-            "x_best": x0.clone(),
-            "g_best": torch.zeros_like(x0),
-            "f_best": torch.full_like(scalar, -math.inf),
-            "f_prev": torch.full_like(scalar, -math.inf),
-            "f_best_checkpoint": torch.full_like(scalar, -math.inf),
-            "increases": scalar.clone(),
-            "halved_last": torch.zeros_like(scalar),
-        }
+        state = _fresh(x0, scalar, self.alpha(budget.scaled(self.radii[0])))
+        state["x_top"] = x0.clone()
+        state["top"] = torch.full_like(scalar, -math.inf)
+        return state
 
     def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
-        """One APGD update (module docstring); reads the tracked objective (``info.cross_entropy`` or
-        ``info.loss``, (R,)), ``info.position`` k and ``info.total`` T."""
+        """One APGD update (module docstring), or a stage's warm-start move; reads the tracked
+        objective (``info.cross_entropy`` or ``info.loss``, (R,)), the score ``info.score`` and
+        ``info.position`` of ``info.total`` updates."""
         state = dict(state)
+        stage = self.stage(info.position, info.total)
+        k = info.position - stage.start  # the update's index within its stage
+        if k == 0 and stage.index > 0:  # a fresh APGD for this stage
+            scalar = state["eta"]
+            state.update(_fresh(x, scalar, self.alpha(budget.scaled(stage.radius))))
+            state["top"] = torch.full_like(scalar, -math.inf)
+        top = -direction.to(info.score.dtype) * info.score  # the attacker's score: higher is better
+        better_score = top.to(state["top"].dtype) >= state["top"]  # ties: the later iterate, as SEA
+        state["x_top"] = torch.where(per_sample(better_score, x), x, state["x_top"])
+        state["top"] = torch.where(better_score, top.to(state["top"].dtype), state["top"])
+        if k == stage.length:  # the stage's last iterate: move to the next stage's warm start
+            following = self.stage(info.position + 1, info.total)
+            return budget.scaled(following.radius).project(state["x_top"], x0), state
+        return self._iterate(x, grad, x0, direction, state, info, budget.scaled(stage.radius), k, stage.length)
+
+    def _iterate(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor,
+                 state: State, info: StepInfo, budget: Budget, k: int, length: int) -> tuple[torch.Tensor, State]:
+        """APGD's update k of a stage of ``length`` iterations inside ``budget``."""
         tracked = info.cross_entropy if self.track == "ce" else info.loss
         objective = (direction.to(tracked.dtype) * tracked).to(state["f_best"].dtype)
-        state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (
-            info.position > 0)
+        state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (k > 0)
         better = objective > state["f_best"]
         state["x_best"] = torch.where(per_sample(better, x), x, state["x_best"])
         state["g_best"] = torch.where(per_sample(better, grad), grad, state["g_best"])
         state["f_best"] = torch.where(better, objective, state["f_best"])
         state["f_prev"] = objective
-        if info.position == 0:
+        if k == 0:
             state["f_best_checkpoint"] = state["f_best"].clone()
-        marks = checkpoints(info.total)
-        if info.position in marks:
-            previous = max([0] + [w for w in marks if w < info.position])
-            x, grad, state = _checkpoint(state, x, grad, info.position - previous, self.rho)
+        marks = checkpoints(length)
+        if k in marks:
+            previous = max([0] + [w for w in marks if w < k])
+            x, grad, state = _checkpoint(state, x, grad, k - previous, self.rho)
         eta = per_sample(state["eta"], x).to(x.dtype)
         d = per_sample(direction, x).to(grad.dtype)
         z = budget.project(x + eta * torch.sign(d * grad), x0)
-        alpha = 1.0 if info.position == 0 else self.momentum
+        alpha = 1.0 if k == 0 else self.momentum
         moved = budget.project(x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"]), x0)
         state["x_prev"] = x
         return moved, state
+
+
+def _fresh(x: torch.Tensor, scalar: torch.Tensor, eta: float) -> State:
+    """The state of an APGD run starting at ``x`` with step ``eta``."""
+    return {
+        "eta": torch.full_like(scalar, eta),
+        "x_prev": x.clone(),
+        "x_best": x.clone(),
+        "g_best": torch.zeros_like(x),
+        "f_best": torch.full_like(scalar, -math.inf),
+        "f_prev": torch.full_like(scalar, -math.inf),
+        "f_best_checkpoint": torch.full_like(scalar, -math.inf),
+        "increases": torch.zeros_like(scalar),
+        "halved_last": torch.zeros_like(scalar),
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _stage_table(radii: tuple[float, ...], shares: tuple[float, ...], total: int) -> tuple[Stage, ...]:
+    """The stages of ``total`` updates: N = total − (stages − 1) iterations split by ``shares``
+    (⌊share·N⌋ each, at least 1, the last stage the rest); stage i starts one update after stage
+    i − 1's last iteration (the warm-start move)."""
+    iterations = total - (len(radii) - 1)
+    lengths = [max(int(share * iterations), 1) for share in shares[:-1]]
+    lengths.append(max(iterations - sum(lengths), 1))
+    table, start = [], 0
+    for index, (radius, length) in enumerate(zip(radii, lengths)):
+        table.append(Stage(index, start, length, radius))
+        start += length + 1
+    return tuple(table)

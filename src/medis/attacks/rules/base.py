@@ -18,7 +18,7 @@ import torch
 from medis.attacks.budget import Budget, check_number
 from medis.errors import ConfigError
 
-__all__ = ["State", "StepInfo", "StepSize", "UpdateRule"]
+__all__ = ["Stage", "State", "StepInfo", "StepSize", "UpdateRule"]
 
 State = dict[str, torch.Tensor]
 """A rule's per-replica state: every tensor has the replicas as its first dimension."""
@@ -44,6 +44,29 @@ class StepInfo:
     cross_entropy: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class Stage:
+    """The stage of a rule's schedule that an update belongs to.
+
+    Attributes:
+        index: 0 for the first stage.
+        start: the first update (record position) of the stage; ``length``: its number of updates.
+        radius: the stage's radius in units of the budget's eps (SEA's progressive radius: 2, 1.5,
+            then 1). Iterates of a stage with ``radius > 1`` lie outside the budget: the engine does
+            not judge them (no score in the records, no success, no stop).
+    """
+
+    index: int = 0
+    start: int = 0
+    length: int = 1
+    radius: float = 1.0
+
+    @property
+    def admissible(self) -> bool:
+        """Whether this stage's iterates lie within the attack's budget."""
+        return self.radius <= 1.0
+
+
 class UpdateRule:
     """Base class of the update rules (module docstring). Subclasses are frozen dataclasses.
 
@@ -64,6 +87,12 @@ class UpdateRule:
     def tracks_cross_entropy(self) -> bool:
         """Whether ``step`` reads :attr:`StepInfo.cross_entropy` (the engine computes it only then)."""
         return False
+
+    def stage(self, position: int, total: int) -> Stage:
+        """The stage of the iterate at record ``position`` of ``total`` updates (default: one stage
+        of every update, at the budget's radius). Losses with a schedule (SegPGD's λ) follow the
+        stage's own clock; the random start is drawn in the first stage's radius."""
+        return Stage(0, 0, total, 1.0)
 
     def init(self, x0: torch.Tensor, budget: Budget) -> State:
         """The per-replica state before the first update (default: none). x0 (R, C, H, W)."""
