@@ -10,8 +10,13 @@ PYTEST_ARGS ?=
 
 DEMO_DIR   ?= outputs/demo
 DEMO_CKPT  ?= $(DEMO_DIR)/pranet_lite_demo.ckpt
+TRAIN_ARGS ?=
+ATTACK_ARGS ?=
+# The demo's numbers depend on the CPU kernels: pin them (AVX2 for ATen and oneDNN, 2 threads) so
+# that x86 machines of different generations print the same table. DEMO_ENV= runs unpinned.
+DEMO_ENV   ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=2
 
-.PHONY: setup test test-all demo clean-venv
+.PHONY: setup test test-docs test-all demo clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,18 +30,24 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Every command block of README.md and docs/ run as written, with size-limiting overrides only
+# (tests/docs/test_commands.py; a few minutes). .ci/run runs it after `make test`.
+test-docs: setup
+	$(PY) -m pytest -q -m docs tests/docs $(PYTEST_ARGS)
+
 test-all: setup
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
 # Synthetic ISIC (generated on first use), pranet_lite trained once (demo_train, kept as
 # $(DEMO_CKPT)), then MedIS on 32 test images: six paper losses, untargeted + four targets.
+# TRAIN_ARGS / ATTACK_ARGS: extra overrides of the two commands (e.g. smaller sizes).
 demo: setup
 	@if [ ! -f "$(DEMO_CKPT)" ]; then \
 	  rm -rf "$(DEMO_DIR)/train" && \
-	  $(PY) train.py experiment=demo_train hydra.run.dir="$(DEMO_DIR)/train" && \
+	  $(DEMO_ENV) $(PY) train.py experiment=demo_train hydra.run.dir="$(DEMO_DIR)/train" $(TRAIN_ARGS) && \
 	  cp "$$(ls "$(DEMO_DIR)"/train/checkpoints/best-*.ckpt | tail -n 1)" "$(DEMO_CKPT)"; \
 	fi
-	$(PY) attack.py experiment=demo model.checkpoint="$(DEMO_CKPT)" hydra.run.dir="$(DEMO_DIR)/attack"
+	$(DEMO_ENV) $(PY) attack.py experiment=demo model.checkpoint="$(DEMO_CKPT)" hydra.run.dir="$(DEMO_DIR)/attack" $(ATTACK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,7 +23,7 @@ Goal (issue: "the strongest protocol"): the cascade's mean worst-case mIoU <= th
 with <= 50% of its passes per image, at every eps. ``--quick``: 4 images, every budget a quarter
 (not comparable with the full run; a smoke test of the script).
 
-Prints a table and writes bench/results/attack_strength[_quick][_cuda].json and a strength-vs-cost
+Prints a table and writes attack_strength[_quick][_cuda].json into bench/results/, and a strength-vs-cost
 plot (.png, log passes): one point per attack, the cascade as a curve.
 """
 

@@ -55,7 +55,8 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path, trained_checkpoi
     assert all(r.steps >= 1 for r in records if r.success)  # no success before an update
     assert "real ASR %" in (run / "summary.md").read_text()
     metrics = (run / "csv" / "metrics.csv").read_text()
-    assert "attack/asr/synthetic_isic/untargeted/fused" in metrics.splitlines()[0]
+    header = metrics.splitlines()[0].split(",")  # names without eps; per target since the run has several
+    assert {"attack/asr", "attack/by_loss/bce_dice/asr", "attack/by_target/white/asr"} <= set(header)
     assert list((run / "wandb").glob("offline-run-*"))
     # the gallery: one PNG per target, as many rows as test images (<= gallery_size 4)
     for kind in kinds:

@@ -10,6 +10,7 @@ import torch
 
 from medis.models.checkpoints import read_checkpoint
 from medis.models.pranet import PraNet
+from medis.reporting.wandb_offline import read_offline_run
 
 from .entry_points import only, run_entry
 from .models.seeded_weights import fill_seeded
@@ -55,16 +56,21 @@ def test_multirun_gives_separate_runs_and_wandb_folders(tmp_path: Path) -> None:
     sweep = only("outputs/train/multiruns/*", tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
-    run_ids = set()
+    run_ids, groups = set(), set()
     for job, seed in zip(jobs, (1, 2)):
         offline = only("wandb/offline-run-*", job)
         run_ids.add(offline.name.rsplit("-", 1)[-1])
+        run = read_offline_run(offline)  # named by its overrides, in the sweep's group, comparison keys on top
+        assert run.job_type == "train" and f"seed={seed}" in run.name and run.config["seed"] == seed
+        assert run.config["dataset"] == "synthetic_isic" and run.config["model"] == "pranet_lite"
+        assert {"data:synthetic_isic", "model:pranet_lite"} <= set(run.tags)
+        groups.add(run.group)
         assert list(offline.glob("files/media/images/val/predictions_*.png"))  # the W&B prediction gallery
         assert list((job / "predictions").glob("epoch_*.png"))
         metrics = (job / "csv" / "metrics.csv").read_text()
         assert "val/dice" in metrics.splitlines()[0]
         assert f"seed: {seed}" in (job / ".hydra" / "config.yaml").read_text()
-    assert len(run_ids) == 2
+    assert len(run_ids) == 2 and len(groups) == 1 and groups.pop().startswith("train ")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -108,13 +108,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medis.data.synthetic", *args], capture_output=True, text=True)
 
 
-def test_cli_writes_a_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
+def test_cli_writes_a_layout_keeps_the_same_set_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "synthetic_isic"
     done = _cli("--kind", "isic2018", "--out", str(out), "--n", "10", "--size", "48")
     assert done.returncode == 0, done.stderr
     assert len(discover(out, "isic2018", "train")) == 7
-    again = _cli("--kind", "isic2018", "--out", str(out), "--n", "10", "--size", "48")
-    assert again.returncode == 2
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    same = _cli("--kind", "isic2018", "--out", str(out), "--n", "10", "--size", "48")  # the same set: kept
+    assert same.returncode == 0 and "already holds" in same.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+    again = _cli("--kind", "isic2018", "--out", str(out), "--n", "12", "--size", "48")  # another set: refused
+    assert again.returncode == 2 and "--overwrite" in again.stderr
     assert again.stderr.strip().count("\n") == 0 and str(out) in again.stderr
     assert "Traceback" not in again.stderr
     bad = _cli("--kind", "isic2018", "--out", str(tmp_path / "x"), "--n", "0")

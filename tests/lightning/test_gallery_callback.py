@@ -197,14 +197,21 @@ def test_callback_logs_to_wandb_loggers_only(tmp_path: Path, monkeypatch: pytest
     callback = AdversarialGallery(str(tmp_path), max_images=2, tile_height=16)
     gallery = {"random": [_entry(8, 8, seed=1), _entry(8, 8, seed=2, success=False), _entry(8, 8, seed=3)]}
     callback.on_test_end(types.SimpleNamespace(is_global_zero=True, loggers=[other, recording]), _module(gallery))
-    assert len(recording.calls) == 1
-    call = recording.calls[0]
+    assert len(recording.calls) == 2
+    call, overlays = recording.calls
     assert call["key"] == "attack/gallery/random"
     [image] = call["images"]
     assert image.shape == (_grid_height(2, 16), _grid_width(16), 3)
     [text] = call["caption"]
     assert "toy/img1 · dice · success at step 7" in text and "toy/img2 · dice · failed" in text
     assert "img3" not in text
+    # one W&B image per entry, the adversarial image with four mask layers (class ids 0/1)
+    assert overlays["key"] == "attack/overlays/random" and len(overlays["images"]) == 2
+    assert all(image.shape == (8, 8, 3) and image.dtype == np.uint8 for image in overlays["images"])
+    for masks in overlays["masks"]:
+        assert set(masks) == {"ground_truth", "target", "clean_prediction", "adversarial_prediction"}
+        assert all(layer["mask_data"].shape == (8, 8) and set(np.unique(layer["mask_data"])) <= {0, 1}
+                   and layer["class_labels"] == {0: "background", 1: "lesion"} for layer in masks.values())
 
 
 def test_callback_with_real_offline_wandb_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from medis.data.dataset import SegmentationDataset, collate_samples, seed_worker
 from medis.data.layouts import LAYOUTS, SamplePaths, discover
 from medis.data.synthetic import MARKER, generate
 from medis.data.transforms import AugmentConfig, eval_transform, train_transform
+from medis.data.worker_context import worker_context
 from medis.errors import ConfigError, DataError
 
 
@@ -220,6 +221,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             worker_init_fn=seed_worker,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_context(self.num_workers),
             drop_last=False,
         )
 

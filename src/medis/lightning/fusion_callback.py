@@ -9,14 +9,18 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from medis.reporting import summary_rows, write_summary
+from medis.reporting.run_metrics import (RECORD_COLUMNS, SUMMARY_COLUMNS, record_table_rows, run_metrics,
+                                         summary_table_rows)
 
 __all__ = ["FusionCallback"]
 
 
 class FusionCallback(pl.Callback):
-    """At the end of the attack: fuse the records (:mod:`medis.fusion`), log ASR and distortion per
-    loss and fused, per target, as scalars (``attack/asr/<target>/<loss>``, ``.../fused``) and as a
-    W&B table, and write ``summary.md`` and ``summary.csv`` into ``dirpath``.
+    """At the end of the attack: fuse the records (:mod:`medis.fusion`), log ASR and distortion as
+    scalars whose names every run of a sweep shares (``attack/asr``, ``attack/by_loss/<loss>/asr``,
+    ...: :mod:`medis.reporting.run_metrics`) and as two long-format W&B tables (``attack/summary``:
+    one row per data set x target x loss; ``attack/records``: one per record), and write
+    ``summary.md`` and ``summary.csv`` into ``dirpath``.
 
     Runs in ``on_test_end``, after the module's ``on_test_epoch_end`` has merged the records of all
     ranks (callbacks' epoch-end hooks run before the module's)."""
@@ -30,25 +34,24 @@ class FusionCallback(pl.Callback):
         if not records or not trainer.is_global_zero:
             return
         self.rows = summary_rows(records)
-        metrics = {}
-        for row in self.rows:
-            loss = "fused" if row["loss"] == "parallel fusion" else row["loss"]
-            prefix = f"{row['dataset']}/{row['target']}" + (f"/eps{row['eps']:.4g}" if row.get("eps") is not None else "")
-            for key in ("asr", "distortion", "real_asr", "set_aside"):
-                if row.get(key) is not None:
-                    metrics[f"attack/{key}/{prefix}/{loss}"] = float(row[key])
-        for kind, count in getattr(pl_module, "skipped", {}).items():
-            metrics[f"attack/skipped/{kind}"] = float(count)
-        for kind, count in getattr(pl_module, "skipped_pairs", {}).items():
-            if count:
-                metrics[f"attack/skipped_pairs/{kind}"] = float(count)
-        columns = ["dataset", "target", "loss", "images", "set_aside", "successes", "asr", "distortion", "real_asr",
-                   "linf", "l2", "ssim", "psnr"]
+        metrics = run_metrics(self.rows)
+        several_targets = len({row["target"] for row in self.rows}) > 1
+        for key in ("skipped", "skipped_pairs"):  # images (pairs) whose target equals the ground truth
+            counts = getattr(pl_module, key, {}) or {}
+            metrics[f"attack/{key}"] = float(sum(counts.values()))
+            for kind, count in counts.items() if several_targets else ():
+                metrics[f"attack/by_target/{kind}/{key}"] = float(count)
+        attack = getattr(pl_module, "attack", None)
+        name = str(getattr(attack, "name", "attack"))
+        members = getattr(attack, "members", None) or [attack]
+        eps = getattr(getattr(members[0], "budget", None), "eps", None)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
             if isinstance(logger, WandbLogger):
-                logger.log_table(key="attack/summary", columns=columns,
-                                 data=[[row.get(c) for c in columns] for row in self.rows])
+                logger.log_table(key="attack/summary", columns=list(SUMMARY_COLUMNS),
+                                 data=summary_table_rows(self.rows, name, eps))
+                logger.log_table(key="attack/records", columns=list(RECORD_COLUMNS),
+                                 data=record_table_rows(records, name))
         _, summary_md = write_summary(records, self.dirpath)
         print(Path(summary_md).read_text())
         print(f"records, summary.md and summary.csv in {self.dirpath}")

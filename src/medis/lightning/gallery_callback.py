@@ -1,11 +1,12 @@
 """The adversarial gallery callback: at the end of an attack, one PNG per target kind
 (``<run>/gallery_<target>.png``, drawn by :func:`medis.reporting.gallery.gallery_grid`), also logged
-to W&B."""
+to W&B, with each gallery image as a W&B image with segmentation overlays."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -17,10 +18,41 @@ from medis.reporting.gallery import Entry, caption, gallery_grid
 __all__ = ["AdversarialGallery"]
 
 
+CLASS_LABELS = {0: "background", 1: "lesion"}
+MASK_LAYERS = (("ground_truth", "mask"), ("target", "reference"), ("clean_prediction", "clean_prob"),
+               ("adversarial_prediction", "adversarial_prob"))
+"""W&B mask layer -> gallery entry field (probabilities are thresholded at 0.5)."""
+
+
+def _plane(value: Any) -> np.ndarray:
+    """A (1, H, W) or (H, W) tensor/array as an (H, W) numpy array."""
+    array = value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value, dtype=np.float32)
+    return array.reshape(array.shape[-2:])
+
+
+def overlay_pixels(entry: Entry) -> np.ndarray:
+    """The adversarial image of a gallery entry as (H, W, 3) uint8."""
+    image = entry["adversarial"]
+    array = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    return (np.clip(array.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def overlay_masks(entry: Entry) -> dict[str, dict]:
+    """W&B segmentation layers of an entry: ground truth, target, clean and adversarial prediction,
+    each ``{"mask_data": (H, W) uint8 class ids, "class_labels": {0: "background", 1: "lesion"}}``."""
+    layers = {}
+    for layer, field in MASK_LAYERS:
+        if entry.get(field) is not None:
+            layers[layer] = {"mask_data": (_plane(entry[field]) > 0.5).astype(np.uint8), "class_labels": CLASS_LABELS}
+    return layers
+
+
 class AdversarialGallery(pl.Callback):
     """At the end of the attack, draw the module's ``gallery`` (target kind -> list of entries) as one
     PNG per target, ``<dirpath>/gallery_<target>.png``, and log it to every W&B logger as
-    ``attack/gallery/<target>``.
+    ``attack/gallery/<target>``, and each entry as a W&B image with segmentation overlays
+    (``attack/overlays/<target>``: the adversarial image with ground truth, target, clean and
+    adversarial prediction as mask layers that the W&B UI toggles).
 
     Each entry is a dict: ``dataset``, ``id``, ``loss`` (str), ``success`` (bool), ``steps`` (int or
     None), optionally ``set_aside`` (bool) and ``metric`` (the record's score); ``image``, ``adversarial`` (3, H, W) in [0, 1]; ``mask`` (ground truth), ``reference``
@@ -64,3 +96,5 @@ class AdversarialGallery(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"attack/gallery/{target}", images=[grid], caption=[text])
+                logger.log_image(key=f"attack/overlays/{target}", images=[overlay_pixels(e) for e in entries],
+                                 caption=[caption(e) for e in entries], masks=[overlay_masks(e) for e in entries])

@@ -20,6 +20,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from medis.models.checkpoints import load_weights
 from medis.config_schema import check_config
 from medis.errors import ConfigError
+from medis.lightning.run_identity import RunIdentity, run_identity
 from medis.run_info import ensure_writable, write_run_info
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,18 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The configured loggers, plus a CSVLogger in the run folder when none is configured."""
-    loggers = instantiate_all(cfg.get("logger"))
+def build_loggers(cfg: DictConfig, identity: RunIdentity | None = None) -> list[Logger]:
+    """The configured loggers, plus a CSVLogger in the run folder when none is configured. A W&B
+    logger whose ``name``, ``group`` or ``tags`` the config leaves empty gets those of ``identity``."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if not (isinstance(node, DictConfig) and "_target_" in node):
+            continue
+        named: dict[str, Any] = {}
+        if identity is not None and str(node._target_).endswith("WandbLogger"):
+            named = {key: value for key, value in (("name", identity.name), ("group", identity.group),
+                                                   ("tags", list(identity.tags))) if not node.get(key)}
+        loggers.append(instantiate(node, **named))
     if not any(isinstance(logger, CSVLogger) for logger in loggers):
         loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
     return loggers
@@ -43,10 +53,12 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 @contextlib.contextmanager
 def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     """The Trainer of a train or attack job: configured callbacks and loggers (CSV always), the
-    resolved config logged as hyperparameters, and W&B finished on exit so that each job of a
+    comparison keys of :func:`run_identity` (``eps``, ``target``, ...) and the resolved config (under
+    ``config``) logged as hyperparameters, and W&B finished on exit so that each job of a
     multirun gets its own W&B run."""
     ensure_writable(cfg.paths.output_dir)
-    loggers = build_loggers(cfg)
+    identity = run_identity(cfg)
+    loggers = build_loggers(cfg, identity)
     callbacks = instantiate_all(cfg.get("callbacks"))
     try:
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_kwargs)
@@ -56,7 +68,7 @@ def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
             raise
         raise ConfigError(f"trainer.accelerator={cfg.trainer.get('accelerator')!r} needs a package this machine "
                           f"lacks: {missing}") from None
-    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams = {**identity.config, "config": OmegaConf.to_container(cfg, resolve=True)}
     if trainer.is_global_zero:
         write_run_info(cfg.paths.output_dir, cfg.get("seed"))
     for logger in trainer.loggers:

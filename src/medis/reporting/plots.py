@@ -11,13 +11,13 @@ import math
 import os
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from medis.fusion import FUSED_LOSS, choose_per_image
 from medis.reporting.atomic import atomic_write
 from medis.reporting.tables import target_order
-from medis.reporting.sweep import JOB_KEY, NO_LABEL
+from medis.reporting.sweep import JOB_KEY
 
 __all__ = ["plot_asr_vs_eps", "plot_distortion_histogram"]
 
@@ -46,8 +46,23 @@ def _save(figure: Any, path: str | os.PathLike) -> Path:
 
 
 def _title(*parts: str) -> str:
-    """A subplot title from its parts, an empty job label shown as ``-``, wrapped to 60 columns."""
-    return textwrap.fill(" | ".join(part or NO_LABEL for part in parts), 60)
+    """A subplot title from its non-empty parts, wrapped to 60 columns."""
+    return textwrap.fill(" | ".join(part for part in parts if part), 60)
+
+
+def _short(override: str) -> str:
+    """``model.checkpoint=/a/b/c.ckpt`` -> ``checkpoint=c.ckpt``: the last key part, a path's file name."""
+    key, _, value = override.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={PurePath(value).name if '/' in value else value}"
+
+
+def distinct_labels(labels: Iterable[str]) -> dict[str, str]:
+    """Job label -> what tells it apart from the other jobs: the overrides not every job shares, each
+    shortened (:func:`_short`); ``""`` when nothing differs (one job, or all alike)."""
+    labels = sorted(set(labels))
+    tokens = {label: label.split() for label in labels}
+    common = set.intersection(*(set(t) for t in tokens.values())) if tokens else set()
+    return {label: " ".join(_short(t) for t in tokens[label] if t not in common) for label in labels}
 
 
 def _asr_panels(rows: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str, list[tuple[float, float]]]]:
@@ -92,9 +107,10 @@ def plot_asr_vs_eps(rows: Sequence[Mapping], path: str | os.PathLike) -> Path | 
     if not panels:
         return None
     figure, axes = _new_figure(len(panels))
-    for axis, (key, lines) in zip(axes, panels.items()):
+    shown = distinct_labels(job for job, _, _ in panels)
+    for axis, ((job, dataset, target), lines) in zip(axes, panels.items()):
         _draw_asr(axis, lines)
-        axis.set_title(_title(*key), fontsize="small")
+        axis.set_title(_title(dataset, target, shown[job]), fontsize="small")
     return _save(figure, path)
 
 

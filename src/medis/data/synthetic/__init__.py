@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from medis.data.synthetic.dermoscopy import render_dermoscopy
 from medis.data.synthetic.polyp import render_polyp
@@ -40,5 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     args = _parser().parse_args(argv)
     start = time.perf_counter()
+    existed = Path(args.out).exists() and not args.overwrite
     out = generate(args.kind, args.out, args.n, args.size, args.seed, overwrite=args.overwrite)
-    print(f"wrote {args.n} synthetic {args.kind} samples to {out} in {time.perf_counter() - start:.1f} s")
+    if existed:
+        print(f"{out} already holds these {args.n} synthetic {args.kind} samples (size {args.size}, seed {args.seed})")
+    else:
+        print(f"wrote {args.n} synthetic {args.kind} samples to {out} in {time.perf_counter() - start:.1f} s")

@@ -174,7 +174,9 @@ def generate(kind: str, out: str | Path, n: int, size: int, seed: int = 0, overw
         size: image height in pixels; widths follow the layout's typical aspect ratios, and sizes
             vary from image to image by the kind's jitter (real sets mix sizes).
         seed: the whole set is a pure function of (kind, n, size, seed).
-        overwrite: replace an existing ``out``; otherwise an existing folder is an error.
+        overwrite: replace an existing ``out``. Otherwise a folder that already holds this very set
+            (same kind, n, size, seed and generator version in its ``synthetic.json``) is kept as
+            it is, and any other existing folder is an error.
         progress: show a progress bar.
 
     Returns:
@@ -185,8 +187,11 @@ def generate(kind: str, out: str | Path, n: int, size: int, seed: int = 0, overw
     if n < 1 or size < 32:
         raise DataError(f"need n >= 1 and size >= 32, got n={n}, size={size}")
     out = Path(out)
+    wanted = {"kind": kind, "n": n, "size": size, "seed": seed, "generator_version": GENERATOR_VERSION}
     if out.exists() and not overwrite:
-        raise DataError(f"output folder {out} exists; pass --overwrite to replace it")
+        if _marker(out) == wanted:
+            return out  # the same set is already there
+        raise DataError(f"output folder {out} exists and holds another set; pass --overwrite to replace it")
     spec = KINDS[kind]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -205,14 +210,21 @@ def generate(kind: str, out: str | Path, n: int, size: int, seed: int = 0, overw
             _save(mask.astype(np.uint8) * 255, tmp / item.mask_dir / item.mask_name)
             masks[item.image_name] = mask
         _write_clutter(kind, tmp, items, masks)
-        (tmp / MARKER).write_text(json.dumps(
-            {"kind": kind, "n": n, "size": size, "seed": seed, "generator_version": GENERATOR_VERSION}, indent=1))
+        (tmp / MARKER).write_text(json.dumps(wanted, indent=1))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _marker(folder: Path) -> dict | None:
+    """The ``synthetic.json`` of a generated folder, or None."""
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _track(items: list, description: str, enabled: bool):
