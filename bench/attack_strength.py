@@ -126,21 +126,30 @@ def plot(results: dict, out: Path) -> None:
     FigureCanvasAgg(figure)
     for index, (eps, rows) in enumerate(results.items()):
         axes = figure.add_subplot(1, len(results), index + 1)
-        placed: list[tuple[float, float]] = []
+        span = max(row["miou"] for row in rows["attacks"].values()) or 1.0
+        placed: list[tuple[float, float]] = []  # (x, label y) of the labels drawn so far
         for name, row in sorted(rows["attacks"].items(), key=lambda item: item[1]["miou"]):
             if name == "cascade":
                 continue
-            axes.scatter(row["passes"], row["miou"], s=40 if name == "public protocol" else 18,
-                         marker="s" if name == "public protocol" else "o", color="k" if name == "public protocol" else None)
-            lift = 3 + 9 * sum(1 for x, y in placed if abs(math.log(x / row["passes"])) < 0.3 and abs(y - row["miou"]) < 0.02)
-            placed.append((row["passes"], row["miou"]))
-            axes.annotate(name, (row["passes"], row["miou"]), fontsize=7, xytext=(4, lift), textcoords="offset points")
+            protocol = name == "public protocol"
+            axes.scatter(row["passes"], row["miou"], s=40 if protocol else 18, marker="s" if protocol else "o",
+                         color="k" if protocol else None)
+            label_y = row["miou"]
+            for x, y in placed:  # keep labels of neighbouring points apart, moving up
+                if abs(math.log(x / row["passes"])) < 0.3 and label_y - y < 0.045 * span:
+                    label_y = y + 0.045 * span
+            placed.append((row["passes"], label_y))
+            axes.annotate(name, (row["passes"], row["miou"]), (row["passes"] * 1.12, label_y), fontsize=7,
+                          va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"}
+                          if label_y != row["miou"] else None)
         curve = rows["cascade_curve"]
         axes.plot([p["passes"] for p in curve], [p["miou"] for p in curve], "-o", color="crimson", label="cascade")
+        shown = 0
         for before, point in zip([None, *curve], curve):
             if before is None or point["passes"] > 1.08 * before["passes"]:  # a member that spent something
                 axes.annotate(point["member"], (point["passes"], point["miou"]), fontsize=6, color="crimson",
-                              xytext=(2, -9), textcoords="offset points")
+                              xytext=(2, -9 if shown % 2 == 0 else 5), textcoords="offset points")
+                shown += 1
         axes.set_xscale("log")
         axes.xaxis.set_major_locator(FixedLocator([10, 30, 100, 300, 1000, 3000, 10000]))
         axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
