@@ -58,6 +58,7 @@ def test_attack_writes_records_summary_and_logs(tmp_path: Path, trained_checkpoi
     header = metrics.splitlines()[0].split(",")  # names without eps; per target since the run has several
     assert {"attack/asr", "attack/by_loss/bce_dice/asr", "attack/by_target/white/asr"} <= set(header)
     assert list((run / "wandb").glob("offline-run-*"))
+    assert "attacking " in (run / "attack.log").read_text() and " Mpx) · " in (run / "attack.log").read_text()
     # the gallery: one PNG per target, as many rows as test images (<= gallery_size 4)
     for kind in kinds:
         with Image.open(run / f"gallery_{kind}.png") as png:

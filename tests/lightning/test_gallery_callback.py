@@ -230,3 +230,14 @@ def test_callback_with_real_offline_wandb_logger(tmp_path: Path, monkeypatch: py
         wandb.finish()
     assert callback.paths["inverted"].exists()
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/attack/gallery/inverted_*.png"))
+
+
+def test_overlays_of_different_sizes_are_padded_to_one_size() -> None:
+    pixels = [np.zeros((4, 6, 3), np.uint8), np.zeros((5, 3, 3), np.uint8)]
+    masks = [{"ground_truth": {"mask_data": np.ones((4, 6), np.uint8), "class_labels": {0: "background"}}},
+             {"ground_truth": {"mask_data": np.ones((5, 3), np.uint8), "class_labels": {0: "background"}}}]
+    out_pixels, out_masks = gallery_mod.padded(pixels, masks)
+    assert all(p.shape == (5, 6, 3) for p in out_pixels)
+    assert all(m["ground_truth"]["mask_data"].shape == (5, 6) for m in out_masks)
+    assert out_pixels[0][4].min() == 255 and out_masks[0]["ground_truth"]["mask_data"][4].max() == 0  # padding
+    assert out_masks[1]["ground_truth"]["mask_data"][:5, :3].min() == 1  # the image itself untouched

@@ -30,6 +30,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -47,9 +48,27 @@ from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss, logit_forms
 from medis.models.frontend import VictimOutput, frozen
 
-__all__ = ["AttackResult", "EngineOptions", "run_attack"]
+__all__ = ["AttackResult", "EngineOptions", "StepProgress", "run_attack"]
 
 VictimFn = Callable[[torch.Tensor], VictimOutput]
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Where the step loop of one same-size batch stands (:attr:`EngineOptions.progress`).
+
+    Attributes:
+        size: the images' (H, W); images: images in the batch; replicas: (image, loss) replicas.
+        step: the step about to run (``steps`` once the batch is done); steps: records at most.
+        active: replicas still running (0 once done).
+    """
+
+    size: tuple[int, int]
+    images: int
+    replicas: int
+    step: int
+    steps: int
+    active: int
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,8 @@ class EngineOptions:
         keep_images: return the chosen adversarial image of every replica.
         stop_image: stop an image's other losses once one has met its stop rule (module docstring).
         keep_best: return every replica's best admissible iterate and its score (a cascade's warm starts).
+        progress: called with a :class:`StepProgress` before every step of each same-size batch and
+            once when it ends (progress bars; not part of the attack's result).
     """
 
     max_batch: int | str | None = None
@@ -73,6 +94,7 @@ class EngineOptions:
     keep_images: bool = False
     stop_image: bool = False
     keep_best: bool = False
+    progress: Callable[[StepProgress], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_batch != AUTO:
@@ -118,8 +140,13 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
     state.done |= state.skipped
     if run.scorer.needs_clean:
         _set_aside(run, state, images)
+    tell = run.options.progress
+    where = partial(StepProgress, (images.shape[-2], images.shape[-1]), images.shape[0], state.count,
+                    steps=criteria.records)
     for position in range(criteria.records):
         remaining = (~state.done).nonzero().squeeze(1).cpu()  # the one host read per step
+        if tell is not None:
+            tell(where(step=position, active=remaining.numel()))
         if remaining.numel() == 0:
             break
         active = remaining if run.options.compaction else torch.arange(state.count)
@@ -135,6 +162,8 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
             _prune_images(state, images.shape[0], state.success_at >= 0)
         if run.options.stop_image:
             _prune_images(state, images.shape[0], state.stopped)
+    if tell is not None:
+        tell(where(step=criteria.records, active=0))
     transferred = None
     if transfer is not None:
         transferred = judged_elsewhere(transfer, state, state.best, images, run.scorer, run.max_batch)

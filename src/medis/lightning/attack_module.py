@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.attack import Attack
@@ -50,6 +51,7 @@ from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
 from medis.errors import ConfigError
 from medis.fusion import representative
+from medis.lightning.attack_progress import BatchProgress
 from medis.losses import build_loss
 from medis.models.frontend import Victim
 from medis.models.wrappers import FastPath
@@ -115,6 +117,7 @@ class AttackModule(pl.LightningModule):
         self._writer: RecordWriter | None = None
         self._done: set[tuple[str, str, str, str]] = set()
         self._earlier: list[Record] = []  # records of a resumed run (a cascade's broken images)
+        self._progress: BatchProgress | None = None  # in-batch progress (set when the test starts)
         self._pool: TargetPool | None = None
 
     def _labels(self, member: Attack) -> dict[str, str]:
@@ -141,6 +144,8 @@ class AttackModule(pl.LightningModule):
             self._discard_old_records(merged, path, rank)
         self._writer = RecordWriter(path)
         self._scan_test_masks()
+        bar = self.trainer.progress_bar_callback
+        self._progress = BatchProgress(getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) else None)
 
     def _discard_old_records(self, merged: Path, own: Path, rank: int) -> None:
         """A fresh run: each rank deletes its own old file; rank 0 also the merged file and stale shards."""
@@ -259,6 +264,8 @@ class AttackModule(pl.LightningModule):
         options = dataclasses.replace(self.engine, keep_images=True) if keep_images else self.engine
         if self.ensemble is not None:
             member, options = self.ensemble.member_for(member, kind.targeted), self.ensemble.options_for(options)
+        if self._progress is not None:
+            options = dataclasses.replace(options, progress=self._progress.reporter(f"{kind.name} · {member.name}"))
         skip = {label: pick(flags) for label, flags in equal.items() if label in labels}
         warm = None if starts is None else [starts.get(i, (images[i], 0)) for i in todo]
         return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,

@@ -47,6 +47,19 @@ def overlay_masks(entry: Entry) -> dict[str, dict]:
     return layers
 
 
+def padded(pixels: list[np.ndarray], masks: list[dict[str, dict]]) -> tuple[list[np.ndarray], list[dict[str, dict]]]:
+    """Images (white) and their mask layers (background) padded at the bottom and right to the
+    largest height and width, so that W&B shows one logged set of different sizes as is."""
+    height, width = max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels)
+
+    def pad(array: np.ndarray, value: int) -> np.ndarray:
+        spread = [(0, height - array.shape[0]), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, spread, constant_values=value)
+
+    return ([pad(p, 255) for p in pixels],
+            [{name: {**layer, "mask_data": pad(layer["mask_data"], 0)} for name, layer in m.items()} for m in masks])
+
+
 class AdversarialGallery(pl.Callback):
     """At the end of the attack, draw the module's ``gallery`` (target kind -> list of entries) as one
     PNG per target, ``<dirpath>/gallery_<target>.png``, and log it to every W&B logger as
@@ -96,5 +109,6 @@ class AdversarialGallery(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"attack/gallery/{target}", images=[grid], caption=[text])
-                logger.log_image(key=f"attack/overlays/{target}", images=[overlay_pixels(e) for e in entries],
-                                 caption=[caption(e) for e in entries], masks=[overlay_masks(e) for e in entries])
+                pixels, masks = padded([overlay_pixels(e) for e in entries], [overlay_masks(e) for e in entries])
+                logger.log_image(key=f"attack/overlays/{target}", images=pixels,
+                                 caption=[caption(e) for e in entries], masks=masks)
