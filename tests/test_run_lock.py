@@ -47,7 +47,7 @@ def test_a_second_process_is_refused_with_the_holder_named(tmp_path: Path) -> No
 
 
 def test_waiting_takes_the_lock_once_the_holder_ends(tmp_path: Path) -> None:
-    holder = hold_in_another_process(tmp_path, 1.0)
+    holder = hold_in_another_process(tmp_path, 3.0)  # long enough that a slow CI machine still waits
     start = time.monotonic()
     with RunLock(tmp_path, wait=30, poll=0.05) as lock:
         assert lock.held and time.monotonic() - start > 0.3
