@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
-from medis.reporting.gallery import Entry, caption, gallery_grid
+from medis.reporting.gallery import Entry, caption, gallery_grid, to_uint8
 
 __all__ = ["AdversarialGallery"]
 
@@ -32,9 +33,7 @@ def _plane(value: Any) -> np.ndarray:
 
 def overlay_pixels(entry: Entry) -> np.ndarray:
     """The adversarial image of a gallery entry as (H, W, 3) uint8."""
-    image = entry["adversarial"]
-    array = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    return (np.clip(array.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return to_uint8(torch.as_tensor(entry["adversarial"]).detach().float().cpu())
 
 
 def overlay_masks(entry: Entry) -> dict[str, dict]:

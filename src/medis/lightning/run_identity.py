@@ -42,37 +42,32 @@ class RunIdentity:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def _hydra() -> Any:
+    """This job's ``HydraConfig``, or None outside a Hydra job (a library caller)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
 def job_overrides() -> list[str]:
     """This job's command-line overrides (the swept values included) as ``key=value`` strings; empty
     outside a Hydra job."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # no Hydra job (a library caller)
-        return []
+    hydra = _hydra()
+    return list(hydra.overrides.task) if hydra is not None else []
 
 
 def _choices() -> dict[str, str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if isinstance(v, str)}
-    except ValueError:
-        return {}
+    hydra = _hydra()
+    return {k: v for k, v in hydra.runtime.choices.items() if isinstance(v, str)} if hydra is not None else {}
 
 
 def _sweep_group(task: str) -> str | None:
     """``<task> <sweep folder name>`` for a job of a multirun, else None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.types import RunMode
 
-        hydra = HydraConfig.get()
-        if hydra.mode == RunMode.MULTIRUN:
-            return f"{task} {PurePath(str(hydra.sweep.dir)).name}"
-    except ValueError:
-        pass
+    hydra = _hydra()
+    if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+        return f"{task} {PurePath(str(hydra.sweep.dir)).name}"
     return None
 
 
@@ -132,9 +127,9 @@ def run_identity(cfg: DictConfig) -> RunIdentity:
     keys = comparison_keys(cfg, task)
     base = "-".join([keys["dataset"], keys["model"], *([keys["attack"]] if task == "attack" else []), f"s{keys['seed']}"])
     shown = sorted((s for s in (short_override(o) for o in job_overrides()) if s), key=_name_order)
-    name = cfg.get("run_name") or (" ".join(shown) if shown else base)
-    if shown and task == "attack" and not any(s.startswith("attack=") for s in shown):
-        name = f"{keys['attack']} {name}" if not cfg.get("run_name") else name
+    if task == "attack" and shown and not shown[0].startswith("attack="):  # name the attack first
+        shown.insert(0, keys["attack"])
+    name = cfg.get("run_name") or " ".join(shown) or base
     group = cfg.get("run_group") or _sweep_group(task) or f"{keys['dataset']}-{keys['model']}"
     tags = [f"data:{keys['dataset']}", f"model:{keys['model']}"]
     if task == "attack":

@@ -142,7 +142,7 @@ def default_font() -> ImageFont.ImageFont:
     return loader()
 
 
-def _to_uint8(tile: torch.Tensor) -> np.ndarray:
+def to_uint8(tile: torch.Tensor) -> np.ndarray:
     """(3, h, w) in [0, 1] -> uint8 (h, w, 3)."""
     return (tile.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
@@ -157,7 +157,7 @@ def _paste_tiles(grid: np.ndarray, rows: Sequence[list[torch.Tensor]], pitch: in
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
             top, left = _tile_box(r, c, pitch, tile_height)
-            grid[top:top + tile_height, left:left + tile.shape[-1]] = _to_uint8(tile)
+            grid[top:top + tile_height, left:left + tile.shape[-1]] = to_uint8(tile)
 
 
 def _annotate(canvas: Image.Image, entries: Sequence[Entry], rows: Sequence[list[torch.Tensor]],
@@ -215,4 +215,4 @@ def prediction_grid(images: torch.Tensor, masks: torch.Tensor, probs: torch.Tens
 
     tiles = torch.cat([images, gray(masks), gray(probs)], dim=3)  # (N, 3, H, 3W)
     rows = torch.cat(list(tiles), dim=1)  # (3, N*H, 3W)
-    return (rows.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return to_uint8(rows)
