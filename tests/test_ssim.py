@@ -52,3 +52,15 @@ def test_window_is_torchmetrics_11_tap_gaussian() -> None:
     assert taps.shape == (11,)
     torch.testing.assert_close(taps.sum(), torch.tensor(1.0))
     assert torch.equal(taps, taps.flip(0)) and int(taps.argmax()) == 5
+
+
+def test_large_images_are_computed_in_bands_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import medis.ssim as module
+
+    generator = torch.Generator().manual_seed(5)
+    clean = torch.rand(2, 3, 70, 90, generator=generator)
+    adversarial = (clean + 0.05 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+    whole = module.ssim(adversarial, clean)
+    monkeypatch.setattr(module, "STRIP_PIXELS", 1000)  # bands of 11 rows: 7 bands, the last one shorter
+    banded = module.ssim(adversarial, clean)
+    assert torch.allclose(banded, whole, atol=1e-6)

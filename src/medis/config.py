@@ -5,7 +5,8 @@
   ``${medis.targets:<selection>}`` target kinds of :func:`medis.attacks.kinds.kinds_named` (``all``,
   ``paper``, ``paper_targeted``, ``targeted``; e.g. ``conf/target/all.yaml``);
   ``${medis.is_clean:${attack.mode}}`` whether an attack is in clean mode (``conf/attack.yaml`` turns
-  the victim's antialiased resize on for clean mode);
+  the victim's antialiased resize on for clean mode); ``${medis.clean_only:${attack.mode},<value>}``
+  the value in clean mode and null in paper mode (``engine.loss_size``);
 - Hydra config-group options: every registered loss is ``losses=<name>`` (``{names: [<name>]}``)
   and every target kind ``target=<kind>`` (``{kinds: [<kind>]}``), next to the files of
   ``conf/losses`` and ``conf/target``.
@@ -30,11 +31,19 @@ def is_clean(mode: str) -> bool:
     return mode == "clean"
 
 
+def clean_only(mode: str, value: object) -> object:
+    """``${medis.clean_only:${attack.mode},<value>}``: ``value`` in clean mode, null in paper mode (a
+    clean-mode default such as ``engine.loss_size``)."""
+    return value if is_clean(mode) else None
+
+
 def register_resolvers() -> None:
-    """Register ``medis.losses``, ``medis.targets`` and ``medis.is_clean`` (replacing earlier registrations)."""
+    """Register ``medis.losses``, ``medis.targets``, ``medis.is_clean`` and ``medis.clean_only``
+    (replacing earlier registrations)."""
     OmegaConf.register_new_resolver("medis.losses", loss_set, replace=True)
     OmegaConf.register_new_resolver("medis.targets", kinds_named, replace=True)
     OmegaConf.register_new_resolver("medis.is_clean", is_clean, replace=True)
+    OmegaConf.register_new_resolver("medis.clean_only", clean_only, replace=True)
 
 
 def store_registry_options() -> None:

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from medis.byte_sizes import parse_size
 from medis.errors import ConfigError
 
 __all__ = ["Rule", "SCHEMA", "check_config", "choice", "either", "integer", "optional", "real"]
@@ -214,6 +215,9 @@ SCHEMA: dict[str, Rule] = {
     "attack.floor": real(0, 1, hi_open=True),
     "attack.warm_start": BOOL,
     "engine.max_batch": optional(either(integer(1), choice("auto"))),
+    "engine.memory_budget": Rule(lambda v: v == "auto" or parse_size(v) is not None,
+                                 "auto, or a size such as 6GB, 6GiB, 512MB (more than 0 bytes)"),
+    "engine.loss_size": optional(integer(16)),
     "engine.compaction": BOOL,
     "engine.fusion_only": BOOL,
     "engine.precision": choice("fp32", "bf16"),

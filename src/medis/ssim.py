@@ -8,7 +8,8 @@ but the 11x11 window is applied as an 11-tap row pass then an 11-tap column pass
 outer product of two 1-D Gaussians), a depth-wise convolution over the five local-statistics maps:
 22 instead of 121 multiply-adds per pixel. On the CPU the batch is cut into chunks of about
 :data:`CPU_CHUNK_PIXELS` pixels per image so the maps of a chunk stay in cache (3x torchmetrics'
-speed on 24 images of 192x256); on other devices it runs in one piece.
+speed on 24 images of 192x256); on other devices it runs in one piece. Images above
+:data:`STRIP_PIXELS` are computed in horizontal bands (same maps, a few MB at a time).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import torch.nn.functional as F
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 CPU_CHUNK_PIXELS = 1 << 17
+STRIP_PIXELS = 1 << 20
+"""Images larger than this (pixels) are computed in horizontal bands of about this many pixels: at
+ISIC's sizes the five local-statistics maps and their filtered copies of a whole image take
+gigabytes."""
 
 
 def gaussian_taps(sigma: float = SIGMA, dtype: torch.dtype = torch.float32,
@@ -41,13 +46,13 @@ def ssim(adversarial: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0
     a, c = adversarial.to(dtype), clean.to(dtype)
     rows = a.shape[0] if a.device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (a.shape[-2] * a.shape[-1]))
     taps = gaussian_taps(SIGMA, dtype, a.device)
+    if a.shape[-2] * a.shape[-1] > STRIP_PIXELS:
+        return torch.cat([_ssim_strips(x, y, taps, data_range) for x, y in zip(a.split(1), c.split(1))])
     return torch.cat([_ssim_chunk(x, y, taps, data_range) for x, y in zip(a.split(rows), c.split(rows))])
 
 
-def _ssim_chunk(a: torch.Tensor, c: torch.Tensor, taps: torch.Tensor, data_range: float) -> torch.Tensor:
-    pad = (taps.numel() - 1) // 2
-    a = F.pad(a, (pad,) * 4, mode="reflect")
-    c = F.pad(c, (pad,) * 4, mode="reflect")
+def _ssim_index(a: torch.Tensor, c: torch.Tensor, taps: torch.Tensor, data_range: float) -> torch.Tensor:
+    """The SSIM map of images already padded by the window's half width: (b, C, H, W)."""
     channels = a.shape[1]
     maps = torch.cat((a, c, a * a, c * c, a * c), 1)  # (b, 5C, H + 2p, W + 2p)
     groups = maps.shape[1]
@@ -59,5 +64,26 @@ def _ssim_chunk(a: torch.Tensor, c: torch.Tensor, taps: torch.Tensor, data_range
     var_a = (aa - mu_aa).clamp_min(0.0)
     var_c = (cc - mu_cc).clamp_min(0.0)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    index = ((2 * mu_ac + c1) * (2 * (ac - mu_ac) + c2)) / ((mu_aa + mu_cc + c1) * (var_a + var_c + c2))
-    return index.flatten(1).mean(1)
+    return ((2 * mu_ac + c1) * (2 * (ac - mu_ac) + c2)) / ((mu_aa + mu_cc + c1) * (var_a + var_c + c2))
+
+
+def _ssim_chunk(a: torch.Tensor, c: torch.Tensor, taps: torch.Tensor, data_range: float) -> torch.Tensor:
+    pad = (taps.numel() - 1) // 2
+    padded = (F.pad(image, (pad,) * 4, mode="reflect") for image in (a, c))
+    return _ssim_index(*padded, taps, data_range).flatten(1).mean(1)
+
+
+def _ssim_strips(a: torch.Tensor, c: torch.Tensor, taps: torch.Tensor, data_range: float) -> torch.Tensor:
+    """SSIM of one large image pair (1, C, H, W) -> (1,), in bands of about :data:`STRIP_PIXELS`
+    pixels: each band reads the padded rows its window needs, so the maps are the same as in one
+    piece; only the mean is summed band by band (in float64)."""
+    pad = (taps.numel() - 1) // 2
+    height, width = a.shape[-2:]
+    a, c = (F.pad(image, (pad,) * 4, mode="reflect") for image in (a, c))
+    rows = max(1, STRIP_PIXELS // width)
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        band = (image[..., top:bottom + 2 * pad, :] for image in (a, c))
+        total += _ssim_index(*band, taps, data_range).sum(dtype=torch.float64)
+    return (total / (a.shape[1] * height * width)).to(a.dtype).view(1)

@@ -287,14 +287,16 @@ def test_auto_max_batch_returns_none_on_cpu_without_probing() -> None:
     losses = {"bce": build_loss("bce")}
     assert auto_max_batch(victim, losses, (3, 16, 16), "cpu", cache={}) is None
     assert victim.calls == []
-    # through the engine: max_batch=auto runs every replica at once on a CPU
+    # through the engine: max_batch=auto on a CPU measures one replica's step per loss (the memory
+    # budget), then runs every replica at once: small images fit the budget many times over
     images = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         masks = victim(images).mask  # its own prediction: nothing to set aside
     victim.calls.clear()
     result = run_attack(victim, images, masks, Attack(budget={"steps": 1}), losses=["bce", "dice"],
                         options=EngineOptions(max_batch="auto"))
-    assert victim.calls == [2, 4, 4] and result.forward_replicas == 10  # the clean pass, then the replicas
+    assert victim.calls[-3:] == [2, 4, 4] and result.forward_replicas == 10  # the clean pass, then the replicas
+    assert victim.calls[:-3] and set(victim.calls[:-3]) == {1}  # the budget's probes: one replica each
 
 
 def test_auto_max_batch_probes_applies_the_margin_and_caches_per_key() -> None:
@@ -340,7 +342,7 @@ def test_auto_max_batch_key_tells_precision_and_uses_the_module_cache_by_default
         assert auto_max_batch(with_precision(victim, "bf16"), losses, (3, 16, 16), "cpu", probe_devices=("cpu",),
                               margin=1.0) == 5
         keys = list(max_batch_module.MAX_BATCH_CACHE)
-        assert len(keys) == 2 and {key[-2] for key in keys} == {"fp32", "bf16"}
+        assert len(keys) == 2 and {key[-3] for key in keys} == {"fp32", "bf16"}
     finally:
         max_batch_module.MAX_BATCH_CACHE.clear()
 

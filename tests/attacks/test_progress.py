@@ -82,3 +82,15 @@ def test_without_rich_the_log_is_throttled() -> None:
         now[0] += 10.0  # a step every 10 s: a line every 30 s
         tell(report(step, 12 - step))
     assert len(progress.lines) == 1 + 3 and progress.lines[1].startswith("step 3/10:")
+    tell(report(10, 0))  # the end of a batch is always logged, with its time
+    assert progress.lines[-1] == "done: untargeted · pgd · 2686x3802 px in 90.0 s"
+
+
+def test_the_first_line_says_how_the_batch_runs() -> None:
+    progress = BatchProgress(None, clock=lambda: 0.0)
+    tell = progress.reporter("untargeted · medis")
+    tell(StepProgress((2686, 3802), 2, 12, 0, 10, 12, per_pass=3, loss_size=(723, 1024)))
+    assert progress.lines[0] == ("attacking 2686x3802 px (10.2 Mpx) · 2 images · 12 replicas, 3 per pass, losses at "
+                                 "723x1024 px (untargeted · medis), up to 10 steps")
+    tell(StepProgress((200, 300), 1, 6, 0, 10, 6, per_pass=6, loss_size=(200, 300)))
+    assert progress.lines[1] == "attacking 200x300 px (0.06 Mpx) · 1 image · 6 replicas (untargeted · medis), up to 10 steps"

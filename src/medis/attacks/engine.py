@@ -38,7 +38,10 @@ from medis.attacks.attack import Attack
 from medis.attacks.budget import check_number
 from medis.attacks.criteria import Criteria
 from medis.attacks.kinds import TargetKind, target_kind
-from medis.attacks.max_batch import AUTO, auto_max_batch
+from medis.attacks.loss_resolution import MIN_LOSS_SIZE, downscale_masks, judge_at_full_size, loss_shape
+from medis.attacks.memory_budget import AUTO_BUDGET, parse_budget
+from medis.attacks.max_batch import AUTO
+from medis.attacks.replica_batch import replica_batch
 from medis.attacks.projection import per_sample
 from medis.attacks.recording import AttackResult, judged_elsewhere, records_of
 from medis.attacks.replicas import LossFn, Replicas, better, replica_losses
@@ -46,7 +49,7 @@ from medis.attacks.rules import StepInfo
 from medis.attacks.scoring import Scorer
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss, logit_forms
-from medis.models.frontend import VictimOutput, frozen
+from medis.models.frontend import VictimOutput, frozen, predict_mask
 
 __all__ = ["AttackResult", "EngineOptions", "StepProgress", "run_attack"]
 
@@ -61,6 +64,8 @@ class StepProgress:
         size: the images' (H, W); images: images in the batch; replicas: (image, loss) replicas.
         step: the step about to run (``steps`` once the batch is done); steps: records at most.
         active: replicas still running (0 once done).
+        per_pass: replicas per forward/backward pass (the resolved ``max_batch``).
+        loss_size: the (h, w) of the losses and step scores (``size`` unless ``loss_size`` caps it).
     """
 
     size: tuple[int, int]
@@ -69,6 +74,8 @@ class StepProgress:
     step: int
     steps: int
     active: int
+    per_pass: int = 0
+    loss_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,18 @@ class EngineOptions:
 
     Attributes:
         max_batch: most replicas per forward pass (``None``: all active replicas at once;
-            ``"auto"``: the largest that fits in the GPU's memory, found once per model and image
-            size, :mod:`medis.attacks.max_batch`; all replicas on a CPU).
+            ``"auto"``: the most whose state and step fit in ``memory_budget``, on CUDA also in the
+            device, :mod:`medis.attacks.replica_batch`).
+        memory_budget: bytes (or ``"6GB"``, ``"6GiB"``, ...) the attack's tensors may take with
+            ``max_batch="auto"``; ``"auto"``: half the available memory, at most 4 GiB (CUDA: the
+            free device memory), :mod:`medis.attacks.memory_budget`.
+        loss_size: clean mode: losses and per-step scores of images whose longer side exceeds this
+            many pixels at that size (:mod:`medis.attacks.loss_resolution`); the final verdicts stay
+            at full size. ``None``: full size.
         compaction: finished replicas leave the batch (off only to check that it changes nothing).
         fusion_only: stop an image's other losses once one has succeeded (module docstring).
-        keep_images: return the chosen adversarial image of every replica.
+        keep_images: return the chosen adversarial image of every replica (``keep_only``: of the
+            replicas of these image ids only, as copies, so that the rest of the state is freed).
         stop_image: stop an image's other losses once one has met its stop rule (module docstring).
         keep_best: return every replica's best admissible iterate and its score (a cascade's warm starts).
         progress: called with a :class:`StepProgress` before every step of each same-size batch and
@@ -89,9 +103,12 @@ class EngineOptions:
     """
 
     max_batch: int | str | None = None
+    memory_budget: int | str = AUTO_BUDGET
+    loss_size: int | None = None
     compaction: bool = True
     fusion_only: bool = False
     keep_images: bool = False
+    keep_only: tuple[str, ...] | None = None
     stop_image: bool = False
     keep_best: bool = False
     progress: Callable[[StepProgress], None] | None = field(default=None, compare=False, repr=False)
@@ -99,6 +116,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.max_batch != AUTO:
             check_number(self.max_batch, "engine.max_batch", low=1, optional=True, integer=True)
+        parse_budget(self.memory_budget)
+        check_number(self.loss_size, "engine.loss_size", low=MIN_LOSS_SIZE, optional=True, integer=True)
         for key in ("compaction", "fusion_only", "keep_images", "stop_image", "keep_best"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"engine.{key} must be true or false, got {getattr(self, key)!r}")
@@ -138,11 +157,14 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
                      track_best=transfer is not None or run.options.keep_best, start=start, start_steps=start_steps)
     state.skipped = skipped.to(state.done.device)
     state.done |= state.skipped
+    state.step_size = loss_shape(state.step_size, run.options.loss_size)
+    state.step_reference = downscale_masks(state.reference, state.step_size)
     if run.scorer.needs_clean:
         _set_aside(run, state, images)
     tell = run.options.progress
     where = partial(StepProgress, (images.shape[-2], images.shape[-1]), images.shape[0], state.count,
-                    steps=criteria.records)
+                    steps=criteria.records, per_pass=min(run.max_batch or state.count, state.count),
+                    loss_size=state.step_size)
     for position in range(criteria.records):
         remaining = (~state.done).nonzero().squeeze(1).cpu()  # the one host read per step
         if tell is not None:
@@ -164,14 +186,19 @@ def _attack_same_size(run: _Run, images: torch.Tensor, references: torch.Tensor,
             _prune_images(state, images.shape[0], state.stopped)
     if tell is not None:
         tell(where(step=criteria.records, active=0))
+    if state.capped:
+        run.result.forward_replicas += judge_at_full_size(run.victim, state, run.scorer, run.max_batch)
     transferred = None
     if transfer is not None:
-        transferred = judged_elsewhere(transfer, state, state.best, images, run.scorer, run.max_batch)
+        transferred = judged_elsewhere(partial(predict_mask, transfer), state, state.best, images, run.scorer,
+                                       run.max_batch)
     real = None
     if callable(getattr(run.victim, "real_pipeline", None)):
-        real = judged_elsewhere(run.victim.real_pipeline, state, state.chosen, images, run.scorer, run.max_batch)
+        real = judged_elsewhere(partial(predict_mask, run.victim, real=True), state, state.chosen, images, run.scorer,
+                                run.max_batch)
     return records_of(state, names, run.attack, run.target.name, criteria, ids, dataset,
-                      (run.options.keep_images, run.options.keep_best), transferred, real, run.result)
+                      (run.options.keep_images, run.options.keep_best), transferred, real, run.result, run.max_batch,
+                      run.options.keep_only)
 
 
 
@@ -189,10 +216,13 @@ def _prune_images(state: Replicas, batch: int, finished: torch.Tensor) -> None:
 def _set_aside(run: _Run, state: Replicas, images: torch.Tensor) -> None:
     """Clean mode: predict the clean images once, and set aside the replicas whose clean prediction
     already satisfies the success rule (a clean failure; a prediction already at its target). The
-    clean pass is counted on each image's first replica."""
-    with torch.no_grad():
-        state.clean_pred = torch.cat([run.victim(part).prob > 0.5
-                                      for part in images.split(run.max_batch or images.shape[0])])
+    clean pass is counted on each image's first replica. With a loss resolution the clean images are
+    also predicted at that size (the steps' targeted scores); the verdict is the full-size one."""
+    parts = images.split(run.max_batch or images.shape[0])
+    state.clean_pred = torch.cat([predict_mask(run.victim, part) for part in parts])
+    state.step_clean = state.clean_pred
+    if state.capped:  # the steps' scores compare with the clean prediction at their own size
+        state.step_clean = torch.cat([predict_mask(run.victim, part, state.step_size) for part in parts])
     run.result.forward_replicas += images.shape[0]
     state.forwards[: images.shape[0]] += 1  # loss-major: rows 0..B-1 are the first loss's replicas
     clean = state.clean_pred[state.image_of.to(state.clean_pred.device)]
@@ -223,9 +253,9 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
     live = moving & admissible
     x = state.x[chunk].detach().requires_grad_(update)
     with torch.set_grad_enabled(update):
-        out = run.victim(x)
-        reference = state.reference[chunk]
-        clean = None if state.clean_pred is None else state.clean_pred[state.image_of[chunk_host].to(x.device)]
+        out = run.victim(x, state.step_size) if state.capped else run.victim(x)
+        reference = state.step_reference[chunk]
+        clean = None if state.step_clean is None else state.step_clean[state.image_of[chunk_host].to(x.device)]
         raw, score = run.scorer(out.prob.detach() > 0.5, reference, clean)
         state.trajectory[chunk, position] = torch.where(live, raw, state.trajectory[chunk, position])
         state.last_score[chunk] = torch.where(live, score, state.last_score[chunk])
@@ -246,7 +276,7 @@ def _step_chunk(run: _Run, state: Replicas, chunk: torch.Tensor | slice, chunk_h
         run.result.forward_replicas += chunk_host.numel()
         state.forwards[chunk] += 1
         if update:
-            values = replica_losses(out, reference, state.loss_of[chunk_host], run.loss_fns, context)
+            values = replica_losses(out, reference.to(x.dtype), state.loss_of[chunk_host], run.loss_fns, context)
             (grad,) = torch.autograd.grad(values.sum(), x)
             run.result.backward_replicas += chunk_host.numel()
             state.backwards[chunk] += 1
@@ -263,7 +293,7 @@ def _move(attack: Attack, state: Replicas, chunk: torch.Tensor | slice, x: torch
           info: StepInfo, moving: torch.Tensor) -> None:
     """Apply the update rule to the moving replicas of a chunk (the others keep image and rule state)."""
     rule_state = {key: value[chunk] for key, value in state.rule_state.items()}
-    moved, rule_state = attack.rule.step(x, grad, state.x0[chunk], state.direction[chunk], rule_state, info,
+    moved, rule_state = attack.rule.step(x, grad, state.clean(chunk), state.direction[chunk], rule_state, info,
                                          attack.budget)
     state.x[chunk] = torch.where(moving.view(-1, 1, 1, 1), moved, x)
     for key, value in rule_state.items():
@@ -319,6 +349,9 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
     kind = target_kind(target)
     if attack.mode == "paper" and getattr(victim, "fusion", "paper") != "paper":
         raise ConfigError(f"paper mode needs the victim's paper fusion (model.fusion=paper), got {victim.fusion!r}")
+    if attack.mode == "paper" and options.loss_size is not None:
+        raise ConfigError(f"engine.loss_size={options.loss_size} is a clean-mode option: paper mode computes its "
+                          f"losses and scores at full size (set engine.loss_size=null)")
     loss_fns = _resolve_losses(losses, attack)
     image_list = _as_list(images)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(image_list))]
@@ -348,9 +381,10 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
         for network in (model, getattr(transfer_to, "model", transfer_to)):
             stack.enter_context(frozen(network))
         for shape, members in groups.items():
-            run.max_batch = options.max_batch
-            if options.max_batch == AUTO:
-                run.max_batch = auto_max_batch(victim, loss_fns, shape, image_list[members[0]].device)
+            run.max_batch = replica_batch(victim, loss_fns, attack, shape, len(members), max_batch=options.max_batch,
+                                          memory_budget=options.memory_budget, loss_size=options.loss_size,
+                                          track_best=transfer_to is not None or options.keep_best,
+                                          device=image_list[members[0]].device, dtype=image_list[members[0]].dtype)
             batch = torch.stack([image_list[i] for i in members])
             refs = torch.stack([torch.stack([per_loss[name][i] for i in members]) for name in loss_fns])
             refs = refs.reshape(-1, *refs.shape[2:]).to(batch.device, batch.dtype)  # loss-major replicas

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Mapping, MutableMapping, Sequence
 import torch
 from torch import nn
 
+from medis.attacks.loss_resolution import loss_shape
 from medis.attacks.replicas import LossFn, replica_losses
 from medis.errors import MedisError
 from medis.losses import LossContext
@@ -68,23 +69,30 @@ def search_max_batch(fits: Callable[[int], bool], upper: int) -> int:
 
 
 def attack_step_probe(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
-                      device: torch.device | str) -> Callable[[int], None]:
+                      device: torch.device | str, loss_size: int | None = None,
+                      dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
     """One engine step at replica batch n, as a function of n (raises ``torch.OutOfMemoryError``).
 
     The step is the engine's chunk: a forward of n random (n, C, H, W) images with input gradient
     enabled, the K losses on consecutive blocks of about n/K rows each (the engine's loss-major
-    replicas) against a random (n, 1, H, W) mask, one backward to the input.
+    replicas) against a random (n, 1, h, w) mask (h, w: the loss resolution,
+    :func:`~medis.attacks.loss_resolution.loss_shape` of ``loss_size``), one backward to the input.
+    The images are of ``dtype`` (the attacked images').
     Call it with the network frozen (:func:`medis.models.frontend.frozen`), as the engine does.
     """
     device = torch.device(device)
+    full = (int(image_shape[1]), int(image_shape[2]))
+    size = loss_shape(full, loss_size)
 
     def step(n: int) -> None:
         generator = torch.Generator().manual_seed(n)
-        x = torch.rand(n, *image_shape, generator=generator).to(device).requires_grad_(True)
-        reference = (torch.rand(n, 1, *image_shape[1:], generator=generator) > 0.5).float().to(device)
+        x = torch.rand(n, *image_shape, generator=generator, dtype=dtype).to(device).requires_grad_(True)
+        reference = (torch.rand(n, 1, *size, generator=generator) > 0.5).to(device, dtype)
         loss_of = torch.arange(n) * len(loss_fns) // n
-        losses = replica_losses(victim(x), reference, loss_of, loss_fns, LossContext())
-        torch.autograd.grad(losses.sum(), x)
+        with torch.enable_grad():  # as the engine: also inside a test loop's no_grad
+            out = victim(x) if size == full else victim(x, size)
+            losses = replica_losses(out, reference, loss_of, loss_fns, LossContext())
+            torch.autograd.grad(losses.sum(), x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -136,21 +144,22 @@ def _module_signature(module: nn.Module) -> tuple:
 
 
 def max_batch_key(victim: VictimFn, loss_names: Iterable[str], image_shape: Sequence[int],
-                  device: torch.device | str) -> tuple:
+                  device: torch.device | str, loss_size: int | None = None) -> tuple:
     """The cache key of :func:`auto_max_batch`: (network signature (classes incl. the layout and
     compile wrappers, parameter count, weight dtype), network input size, image shape (C, H, W),
-    loss names (so their number too), precision, device)."""
+    loss names (so their number too), precision, device, loss resolution)."""
     model = getattr(victim, "model", victim)
     signature = _module_signature(model) if isinstance(model, nn.Module) else (type(victim).__qualname__,)
     size = getattr(victim, "size", None)
     return (signature, tuple(size) if isinstance(size, (tuple, list)) else size, tuple(int(s) for s in image_shape),
-            tuple(loss_names), victim_precision(victim), str(torch.device(device)))
+            tuple(loss_names), victim_precision(victim), str(torch.device(device)), loss_size)
 
 
 def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
                    device: torch.device | str, *, upper: int = 1024, margin: float = 0.9,
                    cache: MutableMapping[tuple, tuple[int, int]] | None = None,
-                   probe_devices: Sequence[str] = ("cuda",), step: Callable[[int], None] | None = None) -> int | None:
+                   probe_devices: Sequence[str] = ("cuda",), step: Callable[[int], None] | None = None,
+                   loss_size: int | None = None) -> int | None:
     """The replica batch (``EngineOptions.max_batch``) that fits in the device's memory.
 
     On a device type outside ``probe_devices`` (by default anything but CUDA) returns ``None``
@@ -178,6 +187,7 @@ def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape
         probe_devices: device types on which to probe (tests add ``cpu``).
         step: ``step(n)`` runs one step at batch n and raises ``torch.OutOfMemoryError`` if it does not
             fit (default: :func:`attack_step_probe` of this victim and these losses).
+        loss_size: the engine's loss resolution (``engine.loss_size``).
 
     Raises:
         ValueError: ``margin`` outside (0, 1] or ``upper`` < 1.
@@ -189,10 +199,10 @@ def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape
     if device.type not in probe_devices:
         return None
     cache = MAX_BATCH_CACHE if cache is None else cache
-    key = max_batch_key(victim, loss_fns, image_shape, device)
+    key = max_batch_key(victim, loss_fns, image_shape, device, loss_size)
     found, searched = cache.get(key, (0, 0))
     if found == searched < upper:  # never searched, or capped by a smaller upper: the limit is unknown
-        step = step or attack_step_probe(victim, loss_fns, image_shape, device)
+        step = step or attack_step_probe(victim, loss_fns, image_shape, device, loss_size)
         with frozen(getattr(victim, "model", victim)):
             try:
                 found, searched = search_max_batch(fits_in_memory(step, device), upper), upper

@@ -17,7 +17,6 @@ from medis.attacks.criteria import Criteria
 from medis.attacks.replicas import Replicas
 from medis.attacks.scoring import Scorer
 from medis.metrics import perturbation_norms, ssim_psnr
-from medis.models.frontend import VictimOutput
 from medis.records import Record
 
 __all__ = ["AttackResult", "judged_elsewhere", "records_of"]
@@ -49,19 +48,19 @@ class AttackResult:
         self.backward_replicas += other.backward_replicas
 
 
-def judged_elsewhere(victim: Callable[[torch.Tensor], VictimOutput], state: Replicas, adversarial: torch.Tensor,
+def judged_elsewhere(predict: Callable[[torch.Tensor], torch.Tensor], state: Replicas, adversarial: torch.Tensor,
                      images: torch.Tensor, scorer: Scorer, max_batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The score of every replica's ``adversarial`` image (R, 3, H, W) on another victim (a transfer
-    model, or the real pipeline of the attacked one) and its success there; clean-mode scores are
-    taken against that victim's own clean predictions of ``images`` (B, 3, H, W). (R,), (R,)."""
+    """The score of every replica's ``adversarial`` image (R, 3, H, W) by another prediction
+    (``predict``: images -> (n, 1, H, W) bool; a transfer model's, or the real pipeline of the
+    attacked one) and its success there; clean-mode scores are taken against that prediction of the
+    clean ``images`` (B, 3, H, W). (R,), (R,)."""
     rows = max_batch or state.count
     with torch.no_grad():
         clean = None
         if scorer.needs_clean:
-            clean_pred = torch.cat([victim(part).prob > 0.5 for part in images.split(rows)])
+            clean_pred = torch.cat([predict(part) for part in images.split(rows)])
             clean = clean_pred[state.image_of.to(clean_pred.device)]
-        parts = [scorer(victim(adversarial[idx]).prob > 0.5, state.reference[idx],
-                        None if clean is None else clean[idx])
+        parts = [scorer(predict(adversarial[idx]), state.reference[idx], None if clean is None else clean[idx])
                  for idx in torch.arange(state.count).split(rows)]
     raw, judged = (torch.cat(values) for values in zip(*parts))
     return raw, scorer.criteria.succeeds(judged)
@@ -76,17 +75,32 @@ def _judgments(judged: tuple[torch.Tensor, torch.Tensor] | None, set_aside: list
             [None if aside else bool(ok) for ok, aside in zip(success, set_aside)])
 
 
+def _distortions(state: Replicas, rows: int | None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Norms, SSIM and PSNR of every replica's chosen image against its clean one, ``rows``
+    replicas at a time (SSIM's filtered maps are several full-size copies per replica)."""
+    parts = []
+    for start in range(0, state.count, rows or state.count):
+        part = slice(start, start + (rows or state.count))
+        chosen, clean = state.chosen[part], state.clean(part)
+        parts.append((perturbation_norms(chosen, clean), *ssim_psnr(chosen, clean)))
+    norms = {key: torch.cat([p[0][key] for p in parts]) for key in parts[0][0]}
+    return norms, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+
+
 def records_of(state: Replicas, names: list[str], attack: Attack, target: str, criteria: Criteria,
                ids: Sequence[str], dataset: str, keep_images: bool | tuple[bool, bool],
                transferred: tuple[torch.Tensor, torch.Tensor] | None,
-               real: tuple[torch.Tensor, torch.Tensor] | None, result: AttackResult) -> AttackResult:
+               real: tuple[torch.Tensor, torch.Tensor] | None, result: AttackResult,
+               rows: int | None = None, keep_only: Sequence[str] | None = None) -> AttackResult:
     """Append one record per replica to ``result``, with norms and SSIM/PSNR of the chosen
     adversarial image (at the success record, else the last evaluated); returns ``result``. ``steps``
     counts from the clean image (a warm start's updates included, ``state.step_offset``).
-    ``keep_images``: keep the chosen images, or (chosen, best) to keep the best iterates too."""
+    ``keep_images``: keep the chosen images, or (chosen, best) to keep the best iterates too.
+    ``rows``: replicas per distortion computation (the engine's replica batch; ``None``: all).
+    ``keep_only``: keep the chosen images of these image ids only, as copies (``None``: every one, as
+    views of the state)."""
     keep_chosen, keep_best = keep_images if isinstance(keep_images, tuple) else (keep_images, False)
-    norms = perturbation_norms(state.chosen, state.x0)
-    ssim, psnr = ssim_psnr(state.chosen, state.x0)
+    norms, ssim, psnr = _distortions(state, rows)
     success = (state.success_at >= 0).cpu()
     columns = {name: t.detach().cpu().tolist() for name, t in
                {"success_at": state.success_at, "success_score": state.success_score, "last": state.last_score,
@@ -117,8 +131,10 @@ def records_of(state: Replicas, names: list[str], attack: Attack, target: str, c
             transfer_metric=transfer_metric[r], transfer_success=transfer_success[r],
             set_aside=bool(columns["set_aside"][r]), clean_metric=columns["clean"][r] if clean_mode else None,
             real_metric=real_metric[r], real_success=real_success[r]))
-        if keep_chosen:
+        if keep_chosen and keep_only is None:
             result.adversarial[(ids[image], names[k])] = state.chosen[r].detach().cpu()
+        elif keep_chosen and ids[image] in keep_only:
+            result.adversarial[(ids[image], names[k])] = state.chosen[r].detach().cpu().clone()
         if keep_best and state.best is not None and not math.isnan(float(state.best_score[r])):
             result.best[(ids[image], names[k])] = (float(state.best_score[r]), state.best[r].detach().cpu(),
                                                    columns["best_at"][r] + columns["offset"][r])

@@ -59,19 +59,27 @@ def start_seed(seed: int, image_id: str, loss: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(f"{image_id}\x1f{loss}".encode())) % (2**63)
 
 
-def random_starts(x0: torch.Tensor, attack: Attack, seed: int, ids: Sequence[str], losses: Sequence[str],
+def random_starts(images: torch.Tensor, attack: Attack, seed: int, ids: Sequence[str], losses: Sequence[str],
                   image_of: torch.Tensor, loss_of: torch.Tensor) -> torch.Tensor:
-    """Every replica's starting point (R, C, H, W): its clean image, or a uniform random point of the
-    budget (at the radius of the rule's first stage) drawn from the replica's own generator
-    (:func:`start_seed`)."""
+    """Every replica's starting point (R, C, H, W) (``images``: the (B, C, H, W) clean images): its
+    clean image, or a uniform random point of the budget (at the radius of the rule's first stage)
+    drawn from the replica's own generator (:func:`start_seed`)."""
     if not attack.budget.random_start:
-        return x0.clone()
+        return images[image_of.to(images.device)]
     budget = attack.budget.scaled(attack.rule.stage(0, attack.budget.steps).radius)
-    starts = torch.empty_like(x0)
-    for r in range(x0.shape[0]):
-        generator = torch.Generator().manual_seed(start_seed(seed, ids[int(image_of[r])], losses[int(loss_of[r])]))
-        starts[r] = budget.start(x0[r:r + 1], generator)[0]
+    starts = images.new_empty((image_of.numel(), *images.shape[1:]))
+    for r in range(starts.shape[0]):
+        b = int(image_of[r])
+        generator = torch.Generator().manual_seed(start_seed(seed, ids[b], losses[int(loss_of[r])]))
+        starts[r] = budget.start(images[b:b + 1], generator)[0]
     return starts
+
+
+def _initial_state(attack: Attack, images: torch.Tensor, n_losses: int) -> dict[str, torch.Tensor]:
+    """The rule's state of every replica, loss-major: its ``init`` of the B clean images once per loss
+    block, concatenated (no (R, C, H, W) copy of the clean images is made for it)."""
+    blocks = [attack.rule.init(images, attack.budget) for _ in range(n_losses)]
+    return {key: torch.cat([block[key] for block in blocks]) for key in blocks[0]}
 
 
 def better(score: torch.Tensor, best: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -82,9 +90,12 @@ def better(score: torch.Tensor, best: torch.Tensor, targeted: bool) -> torch.Ten
 class Replicas:
     """State of the B·K replicas of one same-size batch, loss-major (module docstring).
 
+    The clean images are held once per image (:meth:`clean`), the references as booleans: at
+    ISIC's sizes (several megapixels) every full-size copy per replica counts.
+
     Args:
         images: (B, 3, H, W) the clean images.
-        references: (B·K, 1, H, W) each replica's reference, loss-major.
+        references: (B·K, 1, H, W) each replica's reference in {0, 1}, loss-major.
         losses: the K loss labels.
         attack: the attack (its budget gives the random start, its rule the initial state).
         target: the target kind (the direction of the updates).
@@ -106,23 +117,27 @@ class Replicas:
         device = images.device
         self.image_of = torch.arange(batch).repeat(n_losses)                      # host
         self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
-        self.reference = references  # (R, 1, H, W), loss-major
-        self.x0 = images.detach().repeat(n_losses, 1, 1, 1)
+        self.reference = references.bool()  # (R, 1, H, W), loss-major; :meth:`references` as floats
+        self.images = images.detach()  # (B, 3, H, W); :meth:`clean` per replica
         if start is None:
-            self.x = random_starts(self.x0, attack, seed, ids, losses, self.image_of, self.loss_of)
+            self.x = random_starts(self.images, attack, seed, ids, losses, self.image_of, self.loss_of)
         else:
-            self.x = attack.budget.project(start.detach().to(images).repeat(n_losses, 1, 1, 1), self.x0)
+            self.x = attack.budget.project(start.detach().to(images).repeat(n_losses, 1, 1, 1), self.clean())
         self.clean_pred: torch.Tensor | None = None  # (B, 1, H, W) bool, clean mode
+        # what the steps score and the losses read: at full size, or at the loss resolution
+        self.step_size: tuple[int, int] = (int(images.shape[-2]), int(images.shape[-1]))
+        self.step_reference = self.reference  # (R, 1, h, w) bool
+        self.step_clean: torch.Tensor | None = None  # (B, 1, h, w) bool, clean mode
         self.set_aside = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.skipped = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.clean_score = torch.full((self.count,), float("nan"), device=device)
-        self.rule_state = attack.rule.init(self.x0, attack.budget)
+        self.rule_state = _initial_state(attack, self.images, n_losses)
         self.direction = torch.full((self.count,), -1.0 if target.targeted else 1.0, device=device)
         self.trajectory = torch.full((self.count, records), float("nan"), device=device)
         self.success_at = torch.full((self.count,), -1, dtype=torch.long, device=device)
         self.success_score = torch.full((self.count,), float("nan"), device=device)
         self.last_score = torch.full((self.count,), float("nan"), device=device)
-        self.chosen = self.x0.clone()
+        self.chosen = self.images[self.image_of.to(device)]  # a copy (advanced indexing)
         self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.stopped = torch.zeros(self.count, dtype=torch.bool, device=device)  # met the stop rule
         self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
@@ -132,4 +147,18 @@ class Replicas:
         self.best_at = torch.full((self.count,), -1, dtype=torch.long, device=device)  # record of the best
         offsets = torch.as_tensor(list(start_steps) if start_steps is not None else [0] * batch, dtype=torch.long)
         self.step_offset = offsets.repeat(n_losses).to(device)
-        self.best = self.x0.clone() if track_best else None
+        self.best = self.images[self.image_of.to(device)] if track_best else None
+
+    def clean(self, rows: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """The clean image of each replica of ``rows`` (all by default), (n, 3, H, W): a view where
+        the rows' images are consecutive (a chunk within one loss), else a copy; read only."""
+        index = self.image_of if rows is None else self.image_of[rows.cpu() if torch.is_tensor(rows) else rows]
+        first = int(index[0]) if index.numel() else 0
+        if index.numel() and torch.equal(index, torch.arange(first, first + index.numel())):
+            return self.images[first:first + index.numel()]
+        return self.images[index.to(self.images.device)]
+
+    @property
+    def capped(self) -> bool:
+        """Whether the steps score (and the losses read) at a smaller size than the images'."""
+        return self.step_size != tuple(self.images.shape[-2:])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from medis.attacks.loss_resolution import downscale_masks, loss_shape
 from medis.models.frontend import frozen
 import medis.losses.logit_forms as logit_forms
 from medis.metrics import paper_miou
@@ -63,22 +64,23 @@ def modules_in_train_mode(model: torch.nn.Module) -> list[str]:
 
 
 def _batches(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]):
-    """(images (B,3,H,W), masks (B,1,H,W)) per distinct image size."""
-    sizes: dict[tuple, list[int]] = {}
-    for i, image in enumerate(images):
-        sizes.setdefault(tuple(image.shape), []).append(i)
-    for members in sizes.values():
-        yield torch.stack([images[i] for i in members]), torch.stack([masks[i] for i in members])
+    """(image (1,3,H,W), mask (1,1,H,W)) one at a time: a forward with input gradient of several
+    ISIC-sized images at once would take more memory than the attack's own steps."""
+    for image, mask in zip(images, masks):
+        yield image[None], mask[None]
 
 
 def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequence[torch.Tensor],
-                 masks: Sequence[torch.Tensor]) -> VictimChecks:
+                 masks: Sequence[torch.Tensor], loss_size: int | None = None) -> VictimChecks:
     """Run the evaluation checks on a few images (see the module docstring).
 
     Args:
         victim: a :class:`~medis.models.frontend.Victim` (its ``model`` is frozen in eval mode for
             the checks, as during the attack).
         images: (3, H_i, W_i) images in [0, 1]; masks: their (1, H_i, W_i) ground truths.
+        loss_size: the engine's loss resolution (``engine.loss_size``): the checks read the outputs
+            at that size, as the attack's losses and step scores do (the ground truth scaled there);
+            the gradient is the full-size image's either way.
 
     Returns:
         :class:`VictimChecks`; its ``warnings`` list is empty when every check passes.
@@ -87,17 +89,20 @@ def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
     change, zero, nonfinite, pixels, entries, failures, nan_output = 0.0, 0, 0, 0, 0, 0, False
     with frozen(model) if isinstance(model, torch.nn.Module) else torch.enable_grad():
         for batch, mask in _batches(images, masks):
-            mask = mask.to(batch.dtype)
+            size = loss_shape(tuple(batch.shape[-2:]), loss_size)
+            call = (lambda x: victim(x)) if size == tuple(batch.shape[-2:]) else (lambda x: victim(x, size))
+            mask = downscale_masks(mask, size).to(batch.dtype)
             with torch.no_grad():
-                first, second = victim(batch).prob, victim(batch).prob
+                first, second = call(batch).prob, call(batch).prob
             nan_output |= bool(torch.isnan(first).any())
             change = max(change, float(torch.nan_to_num((first - second).abs()).max()))
             failures += int((paper_miou((first > 0.5).float(), mask) <= UNTARGETED_SUCCESS).sum())
+            del first, second
             x = batch.clone().requires_grad_(True)
             with torch.enable_grad():
                 # the attack's own BCE from logits: a zero gradient then means the front end or the
                 # network hides the pixel, not a saturated probability
-                z = torch.nan_to_num(logit_forms.fused_logit(victim(x)), nan=0.0)
+                z = torch.nan_to_num(logit_forms.fused_logit(call(x)), nan=0.0)
                 loss = logit_forms.bce_map(z, mask).sum()
                 (grad,) = torch.autograd.grad(loss, x)
             finite = torch.isfinite(grad)

@@ -44,6 +44,7 @@ from medis.attacks.attack import Attack
 from medis.attacks.engine import AttackResult, EngineOptions, run_attack
 from medis.attacks.ensemble import Cascade, Ensemble
 from medis.attacks.kinds import target_kind
+from medis.attacks.loss_resolution import loss_shape
 from medis.attacks.sanity import check_victim
 from medis.attacks.targets import TargetPool, same_as_ground_truth
 from medis.cpu_memory import release_free_heap
@@ -58,6 +59,7 @@ from medis.models.wrappers import FastPath
 from medis.records import Record
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
+from medis.reporting.gallery import DISPLAY_SIDE, display_copy
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 
 TRIM_EVERY = 1
@@ -192,7 +194,7 @@ class AttackModule(pl.LightningModule):
         images = list(batch["image"])
         masks = list(batch["mask"])
         if "victim" not in self.checks and self.global_rank == 0:
-            self._note("victim", check_victim(self.victim, images[:4], masks[:4]).as_dict())
+            self._note("victim", check_victim(self.victim, images[:4], masks[:4], self.engine.loss_size).as_dict())
         for dataset in dict.fromkeys(batch["dataset"]):
             rows = [i for i, name in enumerate(batch["dataset"]) if name == dataset]
             for kind in self.kinds:
@@ -215,7 +217,7 @@ class AttackModule(pl.LightningModule):
         for member in self.members:
             standing = [i for i in keep if ids[i] not in cascade.broken]
             starts = cascade.starts([ids[i] for i in standing], [images[i] for i in standing])
-            done = self._attack_member(member, kind, wanted > 0, dataset, images, references, ids, standing, equal,
+            done = self._attack_member(member, kind, max(wanted, 0), dataset, images, references, ids, standing, equal,
                                        None if starts is None else dict(zip(standing, zip(*starts))))
             cascade.note(done.records, done.best)
             done.best.clear()
@@ -246,11 +248,12 @@ class AttackModule(pl.LightningModule):
         cascade.note([r for r in self._earlier if r.dataset == dataset and r.target == kind.name and r.image_id in mine])
         return cascade
 
-    def _attack_member(self, member: Attack, kind, keep_images: bool, dataset: str, images: list[torch.Tensor],
+    def _attack_member(self, member: Attack, kind, keep_images: int, dataset: str, images: list[torch.Tensor],
                        references, ids: list[str], keep: list[int], equal: dict[str, list[bool]],
                        starts: dict[int, tuple[torch.Tensor, int]] | None = None) -> AttackResult:
         """One attack of the plan on the images of ``keep`` it has not finished (resume), from
-        ``starts`` (a cascade's warm starts and their steps, by image position) where given."""
+        ``starts`` (a cascade's warm starts and their steps, by image position) where given; the
+        chosen images of the first ``keep_images`` of them are kept (the gallery's)."""
         labels = self._labels(member)
         todo = [i for i in keep if any((dataset, ids[i], kind.name, label) not in self._done for label in labels)]
         if not todo:
@@ -261,7 +264,10 @@ class AttackModule(pl.LightningModule):
         else:
             reference = pick(references)
         loss_fns = {label: build_loss(loss, member.mode) for label, loss in labels.items()}
-        options = dataclasses.replace(self.engine, keep_images=True) if keep_images else self.engine
+        options = self.engine
+        if keep_images:  # the gallery shows the first images of a batch: only theirs are kept (copies)
+            options = dataclasses.replace(self.engine, keep_images=True,
+                                          keep_only=tuple(ids[i] for i in todo[:keep_images]))
         if self.ensemble is not None:
             member, options = self.ensemble.member_for(member, kind.targeted), self.ensemble.options_for(options)
         if self._progress is not None:
@@ -291,15 +297,19 @@ class AttackModule(pl.LightningModule):
         """Keep up to ``wanted`` gallery entries (see the module docstring) from one attacked group."""
         for i, image_id in enumerate(ids[:wanted]):
             best = representative(r for r in result.records if r.image_id == image_id)
-            adversarial = result.adversarial[(image_id, best.loss)]
+            adversarial = result.adversarial.get((image_id, best.loss))
+            if adversarial is None:  # not kept by the member that found it
+                continue
             reference = references[best.loss][i] if isinstance(references, dict) else references[i]
+            shown = loss_shape(tuple(images[i].shape[-2:]), DISPLAY_SIDE)  # the probabilities at display size
             with torch.no_grad():
-                probs = self.victim(torch.stack([images[i], adversarial.to(images[i])])).prob.cpu()
-            self.gallery[kind].append({
+                probs = torch.cat([self.victim(x[None], shown).prob.cpu() for x in (images[i], adversarial.to(images[i]))])
+            self.gallery[kind].append({  # kept at display size (gigabytes at ISIC's sizes otherwise)
                 "dataset": dataset, "id": image_id, "loss": best.loss, "success": best.success,
-                "steps": best.steps, "set_aside": best.set_aside, "metric": best.metric, "image": images[i].detach().cpu(), "adversarial": adversarial,
-                "mask": masks[i].detach().cpu(), "reference": reference.detach().cpu(),
-                "clean_prob": probs[0], "adversarial_prob": probs[1]})
+                "steps": best.steps, "set_aside": best.set_aside, "metric": best.metric,
+                "image": display_copy(images[i]), "adversarial": display_copy(adversarial),
+                "mask": display_copy(masks[i], binary=True), "reference": display_copy(reference, binary=True),
+                "clean_prob": display_copy(probs[0]), "adversarial_prob": display_copy(probs[1])})
 
     def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.cpu_memory`)."""

@@ -34,6 +34,14 @@ def _size(progress: StepProgress) -> str:
     return f"{height}x{width} px ({height * width / 1e6:.3g} Mpx) · {images}"
 
 
+def _passes(progress: StepProgress) -> str:
+    """``, 2 per pass, losses at 768x1024 px``: what the memory budget and the loss size chose."""
+    text = f", {progress.per_pass} per pass" if 0 < progress.per_pass < progress.replicas else ""
+    if progress.loss_size is not None and tuple(progress.loss_size) != tuple(progress.size):
+        text += f", losses at {progress.loss_size[0]}x{progress.loss_size[1]} px"
+    return text
+
+
 class BatchProgress:
     """Turns the engine's :class:`StepProgress` reports into a rich task (when ``rich_progress`` is a
     live ``rich.progress.Progress``) and log lines.
@@ -49,6 +57,7 @@ class BatchProgress:
         self.task = None
         self.label = ""
         self.last_log = -float("inf")
+        self.started = self.clock()
         self.lines: list[str] = []  # what was logged (tests read it)
 
     def reporter(self, label: str) -> Callable[[StepProgress], None]:
@@ -59,10 +68,12 @@ class BatchProgress:
     def report(self, progress: StepProgress) -> None:
         text = describe(progress, self.label)
         if progress.step == 0:
-            self._log(f"attacking {_size(progress)} · {progress.replicas} replicas ({self.label}), "
-                      f"up to {progress.steps} steps", force=True)
+            self.started = self.clock()
+            self._log(f"attacking {_size(progress)} · {progress.replicas} replicas{_passes(progress)} "
+                      f"({self.label}), up to {progress.steps} steps", force=True)
         elif progress.step >= progress.steps:
-            self._log(f"done: {self.label} · {progress.size[0]}x{progress.size[1]} px", force=False)
+            self._log(f"done: {self.label} · {progress.size[0]}x{progress.size[1]} px in "
+                      f"{self.clock() - self.started:.1f} s", force=True)
         elif self.rich is None:
             self._log(f"step {progress.step}/{progress.steps}: {text}", force=False)
         if self.rich is not None:

@@ -160,6 +160,47 @@ class Victim(nn.Module):
         return fused_output(self.side_logits(images, out_size), self.fusion)
 
     @torch.no_grad()
+    def predict(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The binary prediction ``prob > 0.5`` of :meth:`forward`, (B, 1, H, W) bool, bit for bit, with
+        a fraction of its memory: under the ``clean`` and ``last`` fusions the side outputs are
+        brought to the mask size one at a time and summed in place (``forward`` keeps every side
+        map, its probability and their stack at mask size: some 60 bytes a pixel, gigabytes at ISIC's
+        sizes). The ``paper`` fusion's per-image min-max needs every map: it runs ``forward``."""
+        if self.fusion == "paper":
+            return self(images, out_size).prob > 0.5
+        return self._predict_from(self.model(self.preprocess(images)), tuple(out_size or images.shape[-2:]))
+
+    def _predict_from(self, out: Any, size: tuple[int, int]) -> torch.Tensor:
+        """``prob > 0.5`` of the network's output ``out`` under the clean or last fusion at ``size``."""
+        maps = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        if self.fusion == "last":
+            maps = maps[-1:]
+        total = None
+        for side in maps:
+            at_size = side if tuple(side.shape[-2:]) == size else F.interpolate(side, size=size, mode="bilinear",
+                                                                               align_corners=False)
+            total = at_size.clone() if total is None else total.add_(at_size)
+        if self.fusion == "clean":
+            total.div_(len(maps))
+        return torch.sigmoid_(total) > 0.5
+
+    @torch.no_grad()
+    def real_predict(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The binary prediction of :meth:`real_pipeline`, (B, 1, H, W) bool, as lean as :meth:`predict`."""
+        if self.fusion == "paper":
+            return self.real_pipeline(images, out_size).prob > 0.5
+        return self._predict_from(self.model(self._real_inputs(images)), tuple(out_size or images.shape[-2:]))
+
+    def _real_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the official loaders feed the network for ``images``: 8-bit, PIL's bilinear resize to
+        the network size, normalised (:meth:`real_pipeline`)."""
+        height, width = self.size
+        pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in pixels]
+        batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device, images.dtype) / 255
+        return (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
+
+    @torch.no_grad()
     def real_pipeline(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> VictimOutput:
         """The prediction the model makes of ``images`` once they are 8-bit files read by the official
         loaders (PraNet's test loader: PIL image, ``Resize`` to the network size, ``ToTensor``,
@@ -171,11 +212,7 @@ class Victim(nn.Module):
         The attack's own front end is differentiable and sees the float image; this is what a user of
         the model would feed it, so a success that survives here is real.
         """
-        height, width = self.size
-        pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in pixels]
-        batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device, images.dtype) / 255
-        out = self.model((batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype))
+        out = self.model(self._real_inputs(images))
         maps = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         target = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
         return fused_output(tuple(F.interpolate(m, size=target, mode="bilinear", align_corners=False) for m in maps),
@@ -200,6 +237,20 @@ class Victim(nn.Module):
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         return self
+
+
+def predict_mask(victim: Callable[..., Any], images: torch.Tensor, out_size: tuple[int, int] | None = None,
+                 real: bool = False) -> torch.Tensor:
+    """``victim``'s binary prediction of ``images`` (B, 3, H, W) at ``out_size`` (default: their size),
+    (B, 1, h, w) bool, without gradients: :meth:`Victim.predict` (``real``: :meth:`Victim.real_predict`)
+    for a :class:`Victim` whose ``forward`` is :class:`Victim`'s, else
+    ``victim(images[, out_size]).prob > 0.5`` (any callable victim; the fast path's wrappers, whose
+    calls carry their precision)."""
+    with torch.no_grad():
+        if isinstance(victim, Victim) and type(victim).forward is Victim.forward:
+            return (victim.real_predict if real else victim.predict)(images, out_size)
+        call = victim.real_pipeline if real else victim
+        return (call(images) if out_size is None else call(images, out_size)).prob > 0.5
 
 
 @contextlib.contextmanager

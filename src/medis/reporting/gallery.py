@@ -78,6 +78,26 @@ def tile_width(height: int, width: int, tile_height: int) -> int:
     return max(1, round(width * tile_height / height))
 
 
+DISPLAY_SIDE = 1024
+"""The longest side (px) at which gallery entries are kept (:func:`display_copy`)."""
+
+
+def display_copy(tensor: torch.Tensor, side: int = DISPLAY_SIDE, binary: bool = False) -> torch.Tensor:
+    """A (C, H, W) map as a gallery keeps it: on the CPU, its own storage (never a view of the attack's
+    state), scaled down to a longest side of ``side`` where it is larger: antialiased bilinear
+    (clamped to [0, 1]), or for masks (``binary``) foreground where most of the covered area is.
+    At ISIC's sizes a full-size entry (image, adversarial image, masks, probabilities) is about
+    half a gigabyte; the gallery's tiles are 160 px high and W&B's overlays at most ``side``."""
+    tensor = tensor.detach().float().cpu()
+    height, width = tensor.shape[-2:]
+    if max(height, width) <= side:
+        return tensor.clone()
+    size = (max(1, round(height * side / max(height, width))), max(1, round(width * side / max(height, width))))
+    if binary:
+        return (F.interpolate(tensor[None], size=size, mode="area")[0] >= 0.5).float()
+    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
 def resize_tile(tile: torch.Tensor, size: tuple[int, int], binary: bool = False) -> torch.Tensor:
     """Resize a (C, H, W) tile to ``size`` = (h, w): nearest for masks (``binary``, values kept
     exactly), antialiased bilinear otherwise (clamped to [0, 1]). Returns (3, h, w): gray tiles
