@@ -82,18 +82,20 @@ def resolve_budget(budget: int | None, device: torch.device) -> int:
 
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 (the profiler's C++ start/stop lines) inside the block."""
-    with contextlib.suppress(OSError):
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) inside the block; a no-op where
+    it cannot be duplicated."""
+    try:
         saved = os.dup(2)
-        try:
-            with open(os.devnull, "wb") as null:
-                os.dup2(null.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    except OSError:
+        yield
         return
-    yield
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def peak_allocated(run: Callable[[], None], device: torch.device | str) -> int:
