@@ -21,6 +21,7 @@ pixels, not with the number of calls), so there is no gain in holding more.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +31,8 @@ import torch
 from medis.byte_sizes import format_bytes, parse_size
 from medis.errors import ConfigError, MedisError
 
-__all__ = ["AUTO_BUDGET", "CPU_AUTO_CAP", "BudgetError", "StepCost", "available_memory", "budget_max_batch",
-           "format_bytes", "parse_budget", "peak_allocated", "state_bytes"]
+__all__ = ["AUTO_BUDGET", "CPU_AUTO_CAP", "BudgetError", "StepCost", "auto_budget", "available_memory", "budget_max_batch",
+           "format_bytes", "line_through", "parse_budget", "peak_allocated", "state_bytes"]
 
 AUTO_BUDGET = "auto"
 CPU_AUTO_CAP = 4 * 2**30
@@ -69,14 +70,11 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def resolve_budget(budget: int | None, device: torch.device) -> int:
-    """The budget in bytes: as given, or ``auto``: on CUDA the device's free memory, elsewhere half
-    the available memory, at most :data:`CPU_AUTO_CAP`."""
-    if budget is not None:
-        return budget
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+@functools.cache
+def auto_budget() -> int:
+    """The ``auto`` budget on a CPU, read once per process (when the first attack starts): half the
+    available memory, at most :data:`CPU_AUTO_CAP`. (On CUDA ``auto`` is the probed batch,
+    :mod:`medis.attacks.max_batch`.)"""
     return min(CPU_AUTO_CAP, available_memory() // 2)
 
 
@@ -141,15 +139,19 @@ class StepCost:
             + self.fixed
 
 
+def line_through(sizes: Sequence[tuple[int, int]], peaks: Sequence[float]) -> StepCost:
+    """The :class:`StepCost` line through the ``peaks`` (bytes) measured at two image ``sizes`` (the
+    larger second), never below either of them."""
+    (small, large) = (h * w for h, w in sizes)
+    per_pixel = max(0.0, (peaks[1] - peaks[0]) / (large - small))
+    return StepCost(per_pixel, max(0.0, peaks[0] - per_pixel * small))
+
+
 def fit_step_cost(step: Callable[[tuple[int, int]], None], sizes: Sequence[tuple[int, int]],
                   device: torch.device | str) -> StepCost:
     """The :class:`StepCost` of ``step((H, W))`` (one replica at that image size) measured at two
-    ``sizes`` (the larger second): a line through the two peaks, never below either of them."""
-    (small, large) = sizes
-    low, high = (peak_allocated(lambda size=size: step(size), device) for size in (small, large))
-    pixels_low, pixels_high = small[0] * small[1], large[0] * large[1]
-    per_pixel = max(0.0, (high - low) / (pixels_high - pixels_low))
-    return StepCost(per_pixel, max(0.0, low - per_pixel * pixels_low))
+    ``sizes`` (the larger second): :func:`line_through` their peaks."""
+    return line_through(sizes, [peak_allocated(lambda size=size: step(size), device) for size in sizes])
 
 
 def state_bytes(shape: Sequence[int], images: int, replicas: int, rule_state: Mapping[str, torch.Tensor],

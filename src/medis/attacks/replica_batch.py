@@ -21,8 +21,8 @@ import torch
 from medis.attacks.attack import Attack
 from medis.attacks.loss_resolution import MIN_LOSS_SIZE, loss_shape
 from medis.attacks.max_batch import AUTO, attack_step_probe, auto_max_batch, max_batch_key
-from medis.attacks.memory_budget import (StepCost, budget_max_batch, fit_step_cost, format_bytes, parse_budget,
-                                         peak_allocated, resolve_budget, state_bytes)
+from medis.attacks.memory_budget import (StepCost, auto_budget, budget_max_batch, fit_step_cost, format_bytes,
+                                         line_through, parse_budget, peak_allocated, state_bytes)
 from medis.attacks.replicas import LossFn
 from medis.attacks.rules import StepInfo
 from medis.models.frontend import VictimOutput
@@ -48,8 +48,7 @@ def update_cost(attack: Attack, channels: int, sizes: Sequence[tuple[int, int]],
         info = StepInfo(zero, zero, 0, attack.budget.steps, zero)
         peaks.append(peak_allocated(lambda: attack.rule.step(x, grad, x0, direction, state, info, attack.budget),
                                     "cpu"))
-    (small, large) = (h * w for h, w in sizes)
-    return max(0.0, (peaks[1] - peaks[0]) / (large - small))
+    return line_through(sizes, peaks).per_pixel
 
 
 def measure_step_cost(victim: VictimFn, loss_fns: Mapping[str, LossFn], channels: int, device: torch.device,
@@ -114,7 +113,7 @@ def replica_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], attack: Atta
     state = state_bytes(shape, images, replicas, rule_state, track_best, element=dtype.itemsize)
     height, width = loss_shape((int(shape[1]), int(shape[2])), loss_size)
     step = cost(int(shape[1]) * int(shape[2]), height * width)
-    total = resolve_budget(budget, device)
+    total = auto_budget() if budget is None else budget
     allowed = budget_max_batch(total, state, step, replicas, strict=budget is not None,
                                describe=f"a {shape[1]}x{shape[2]} image with losses {', '.join(loss_fns)}")
     if state + step > total:

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from medis.attacks.loss_resolution import loss_shape
+
 HEADER_HEIGHT = 20  # px, the band of column titles
 CAPTION_HEIGHT = 16  # px, the caption line above each row
 SEPARATOR = 2  # px of white between two tiles of a row
@@ -89,10 +91,9 @@ def display_copy(tensor: torch.Tensor, side: int = DISPLAY_SIDE, binary: bool = 
     At ISIC's sizes a full-size entry (image, adversarial image, masks, probabilities) is about
     half a gigabyte; the gallery's tiles are 160 px high and W&B's overlays at most ``side``."""
     tensor = tensor.detach().float().cpu()
-    height, width = tensor.shape[-2:]
-    if max(height, width) <= side:
+    size = loss_shape((tensor.shape[-2], tensor.shape[-1]), side)
+    if size == tuple(tensor.shape[-2:]):
         return tensor.clone()
-    size = (max(1, round(height * side / max(height, width))), max(1, round(width * side / max(height, width))))
     if binary:
         return (F.interpolate(tensor[None], size=size, mode="area")[0] >= 0.5).float()
     return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
