@@ -87,8 +87,8 @@ class EngineOptions:
             ``"auto"``: the most whose state and step fit in ``memory_budget``, on CUDA also in the
             device, :mod:`medis.attacks.replica_batch`).
         memory_budget: bytes (or ``"6GB"``, ``"6GiB"``, ...) the attack's tensors may take with
-            ``max_batch="auto"``; ``"auto"``: half the available memory, at most 4 GiB (CUDA: the
-            free device memory), :mod:`medis.attacks.memory_budget`.
+            ``max_batch="auto"``; ``"auto"``: half the available memory, at most 4 GiB (CUDA: what the
+            device holds, probed), :mod:`medis.attacks.memory_budget`.
         loss_size: clean mode: losses and per-step scores of images whose longer side exceeds this
             many pixels at that size (:mod:`medis.attacks.loss_resolution`); the final verdicts stay
             at full size. ``None``: full size.
