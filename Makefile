@@ -8,6 +8,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+SMOKE_DIR  ?= outputs/smoke
 DEMO_DIR   ?= outputs/demo
 DEMO_CKPT  ?= $(DEMO_DIR)/pranet_lite_demo.ckpt
 TRAIN_ARGS ?=
@@ -16,7 +17,7 @@ ATTACK_ARGS ?=
 # that x86 machines of different generations print the same table. DEMO_ENV= runs unpinned.
 DEMO_ENV   ?= ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=2
 
-.PHONY: setup test test-docs test-all demo clean-venv
+.PHONY: setup test test-docs test-all demo smoke clean-venv
 
 setup: $(VENV)/.installed
 
@@ -48,6 +49,13 @@ demo: setup
 	  cp "$$(ls "$(DEMO_DIR)"/train/checkpoints/best-*.ckpt | tail -n 1)" "$(DEMO_CKPT)"; \
 	fi
 	$(DEMO_ENV) $(PY) attack.py experiment=demo model.checkpoint="$(DEMO_CKPT)" hydra.run.dir="$(DEMO_DIR)/attack" $(ATTACK_ARGS)
+
+# A tiny victim trained and attacked end to end (under a minute on 2 cores): a check for contributors
+# that training, checkpoints, the attack, records, summary, gallery and W&B work together.
+smoke: setup
+	rm -rf "$(SMOKE_DIR)"
+	$(PY) train.py experiment=smoke_train hydra.run.dir="$(SMOKE_DIR)/train"
+	$(PY) attack.py experiment=smoke model.checkpoint="$(SMOKE_DIR)/train/checkpoints/last.ckpt" hydra.run.dir="$(SMOKE_DIR)/attack"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,15 +1,15 @@
 """Attack a segmentation model with MedIS: ``python attack.py [group=option] [key=value]``.
 
-Configs: conf/attack.yaml; the work happens in medis.lightning.attacking.run_attack_job.
+Configs: conf/attack.yaml; the work happens in medis.lightning.attack_job.run_attack_job.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from medis.cli import run_hydra_main
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cli import run_hydra_main
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.errors import exit_on_user_error
-from medis.lightning.attacking import run_attack_job
+from medis.lightning.attack_job import run_attack_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="attack")

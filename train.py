@@ -1,15 +1,15 @@
 """Train a segmentation network with PraNet's recipe: ``python train.py [group=option] [key=value]``.
 
-Configs: conf/train.yaml; the work happens in medis.lightning.training.run_training.
+Configs: conf/train.yaml; the work happens in medis.lightning.train_job.run_training.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from medis.cli import run_hydra_main
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cli import run_hydra_main
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.errors import exit_on_user_error
-from medis.lightning.training import run_training
+from medis.lightning.train_job import run_training
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

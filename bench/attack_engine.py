@@ -14,7 +14,7 @@ outputs (taken once, at the first step), since on a CPU its cost depends on the 
 floats); the floor with the gradient of ``prob.sum()`` instead, and the looser replica floor (every
 replica-step times the forward+backward time), are printed too.
 
-As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.cpu_memory`); run with
+As ``attack.py`` does, the run first tunes glibc's allocator (:mod:`medis.runtime.cpu_allocator`); run with
 ``MEDIS_CPU_ALLOCATOR=default`` to measure without it (the JSON's ``allocator`` says which).
 
 Prints a table and writes bench/results/attack_engine_<model>.json.
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from medis.attacks import Attack, EngineOptions, run_attack
-from medis.attacks.replicas import replica_losses
+from medis.attacks.engine.replicas import replica_losses
 from medis.models.frontend import frozen
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES, LossContext, build_loss
 from medis.models.frontend import Victim

@@ -23,7 +23,7 @@ up although nothing live grows. The RSS after one ``malloc_trim(0)`` at the end 
 was such free memory; ``--trim`` calls ``malloc_trim(0)`` before every sample, so that the curve
 follows live memory only (an intervention: the default measures the untouched process).
 
-The allocator is tuned first, as ``attack.py`` tunes it (:mod:`medis.cpu_memory`: freed large
+The allocator is tuned first, as ``attack.py`` tunes it (:mod:`medis.runtime.cpu_allocator`: freed large
 blocks stay in the heap for reuse); ``MEDIS_CPU_ALLOCATOR=default`` measures glibc's defaults.
 
 Goal: growth over the second half (slope x its batches) < 5% of the RSS at 10% (PASS/FAIL).
@@ -48,7 +48,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.data.datamodule import SegmentationDataModule
 from medis.data.synthetic import generate
 from medis.lightning.attack_module import AttackModule

@@ -13,7 +13,7 @@ peak resident memory read from ``getrusage`` of a fresh wrapper process (the lar
 attack, or a data loader worker). Settings:
 
 - ``default``: the defaults: ``engine.max_batch=auto`` (replicas per pass within
-  ``engine.memory_budget=auto``), ``engine.loss_size=2048`` (clean mode: losses and step scores of
+  ``engine.memory_limit=auto``), ``engine.loss_size=2048`` (clean mode: losses and step scores of
   images longer than 2048 px at 2048 px; verdicts at full size);
 - ``full_size_losses``: the defaults but ``engine.loss_size=null`` (losses at full size, replicas
   still within the budget);
@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"default": [], "full_size_losses": ["engine.loss_size=null"],
             "before": ["engine.max_batch=null", "engine.loss_size=null"]}
-LABELS = {"default": "defaults (memory budget, losses at <= 2048 px)",
+LABELS = {"default": "defaults (memory limit, losses at <= 2048 px)",
           "full_size_losses": "full-size losses (engine.loss_size=null)",
           "before": "former defaults (all replicas at once, full size)"}
 GB = 1e9

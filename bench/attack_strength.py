@@ -41,10 +41,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import medis.config  # noqa: F401  (the config resolvers)
+import medis.config.resolvers  # noqa: F401  (the config resolvers)
 from medis.attacks import EngineOptions, run_attack
 from medis.attacks.ensemble import Ensemble, run_ensemble
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_MARGIN, GOAL_SHARE = 0.005, 0.5

@@ -58,7 +58,7 @@ import attack_engine
 from attack_engine import NEVER, notebook_loop, pass_times
 from medis.attacks import Attack, EngineOptions, run_attack
 from medis.models.wrappers import PRECISIONS, fast_victim
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.data.synthetic import render_dermoscopy
 from medis.losses import PAPER_LOSSES
 from medis.models.frontend import Victim

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medis.attacks.targets import most_similar_index, resize_mask, similarity_table
+from medis.attacks.similarity import most_similar_index, resize_mask, similarity_table
 from medis.data.synthetic.shapes import StarShape
 
 DEFAULT_SIZE = (128, 128)  # similarity_table's default, used by AttackModule

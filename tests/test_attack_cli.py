@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from medis import fusion
 from medis.reporting import read_records
+from medis.results import fusion
 
 from .entry_points import REPO, only, run_entry
-
 
 
 def attack(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medis import fusion
 from medis.reporting import read_records
+from medis.results import fusion
 
 from .entry_points import only, run_entry
 

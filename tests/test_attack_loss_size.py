@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medis import fusion
 from medis.reporting import read_records
+from medis.results import fusion
 
 from .entry_points import REPO
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medis import fusion
 from medis.reporting import read_records
+from medis.results import fusion
 
 from .entry_points import REPO, only, run_entry
 

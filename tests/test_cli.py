@@ -1,11 +1,11 @@
-"""Command-line values Hydra cannot parse are quoted for it (medis.cli.quote_overrides)."""
+"""Command-line values Hydra cannot parse are quoted for it (medis.runtime.cli.quote_overrides)."""
 
 from __future__ import annotations
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from medis.cli import hydra_quoted, quote_overrides
+from medis.runtime.cli import hydra_quoted, quote_overrides
 
 PARSER = OverridesParser.create()
 

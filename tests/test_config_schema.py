@@ -1,4 +1,4 @@
-"""The one validation pass over composed configs (medis.config_schema)."""
+"""The one validation pass over composed configs (medis.config.schema)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import medis.config  # noqa: F401  (registers the resolvers the configs use)
-from medis.config_schema import SCHEMA, check_config, choice, either, integer, optional, real
+import medis.config.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from medis.config.schema import SCHEMA, check_config, choice, either, integer, optional, real
 from medis.errors import ConfigError
 
 from .conftest import CONF_DIR

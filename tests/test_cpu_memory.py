@@ -1,4 +1,4 @@
-"""medis.cpu_memory: glibc keeps freed large blocks for reuse once tuned; the switch and its errors."""
+"""medis.runtime.cpu_allocator: glibc keeps freed large blocks for reuse once tuned; the switch and its errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from medis.cpu_memory import tune_cpu_allocator
 from medis.errors import ConfigError
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
 
@@ -16,7 +16,7 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc m
 # and unmapped on free; tuned, it comes from the heap and its freed bytes stay there (fordblks).
 PROBE = """
 import ctypes, os, sys
-from medis.cpu_memory import tune_cpu_allocator
+from medis.runtime.cpu_allocator import tune_cpu_allocator
 print(tune_cpu_allocator())
 import torch
 class Info(ctypes.Structure):

@@ -1,4 +1,4 @@
-"""Parallel fusion tables (medis.fusion) on hand-made records, every expected number worked by hand.
+"""Parallel fusion tables (medis.results.fusion) on hand-made records, every expected number worked by hand.
 
 Shukla, Gupta, Gupta, "Exploring the feasibility of adversarial attacks on medical image
 segmentation", MTAP 2023: ASR / distortion per loss and with parallel fusion.
@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from medis.records import as_record
-from medis.fusion import (
+from medis.results.fusion import (
     FUSED_LOSS,
     GROUP_KEYS,
     choose_per_image,
@@ -21,6 +20,7 @@ from medis.fusion import (
     per_loss_table,
     summary_table,
 )
+from medis.results.records import as_record
 
 approx = pytest.approx
 COLUMNS = ["dataset", "target", "loss", "images", "successes", "asr", "distortion", "linf", "l2", "ssim", "psnr",
@@ -353,7 +353,7 @@ def test_empty_input_gives_empty_tables() -> None:
 
 
 def test_fusion_is_pure_python() -> None:
-    code = ("import sys, medis.fusion; bad = [m for m in ('torch', 'pandas', 'numpy', 'lightning', "
+    code = ("import sys, medis.results.fusion; bad = [m for m in ('torch', 'pandas', 'numpy', 'lightning', "
             "'pytorch_lightning', 'hydra', 'omegaconf', 'wandb') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

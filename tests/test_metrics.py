@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medis.metrics import (
+from medis.metrics.segmentation import (
     ISIC_JACCARD_THRESHOLD,
     dice_per_image,
     iou_per_image,

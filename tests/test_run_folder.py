@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from medis.reporting import read_records
-from medis.records import record_key
+from medis.results.records import record_key
 
 from .entry_points import REPO
 

@@ -1,4 +1,4 @@
-"""run_info.json and the output-folder check (medis.run_info)."""
+"""run_info.json and the output-folder check (medis.runtime.run_info)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medis.errors import DataError
-from medis.run_info import ensure_writable, write_run_info
+from medis.runtime.run_info import ensure_writable, write_run_info
 
 
 def test_run_info_names_seed_versions_and_commit(tmp_path: Path) -> None:

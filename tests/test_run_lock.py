@@ -1,4 +1,4 @@
-"""One writer per run folder: the lock itself (medis.run_lock), across processes."""
+"""One writer per run folder: the lock itself (medis.runtime.run_lock), across processes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from medis import run_lock
-from medis.run_lock import LOCK_NAME, RunFolderBusy, RunLock, holder_of, lock_run_folder
+from medis.runtime import run_lock
+from medis.runtime.run_lock import LOCK_NAME, RunFolderBusy, RunLock, holder_of, lock_run_folder
 
 HOLD = """
 import sys, time
-from medis.run_lock import RunLock
+from medis.runtime.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))

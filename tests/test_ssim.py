@@ -1,4 +1,4 @@
-"""medis.ssim: the separable-window SSIM equals torchmetrics' on random, perturbed and real-looking images."""
+"""medis.metrics.ssim: the separable-window SSIM equals torchmetrics' on random, perturbed and real-looking images."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from medis.data.synthetic import render_dermoscopy
-from medis.ssim import gaussian_taps, ssim
+from medis.metrics.ssim import gaussian_taps, ssim
 
 
 def _torchmetrics(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def test_window_is_torchmetrics_11_tap_gaussian() -> None:
 
 
 def test_large_images_are_computed_in_bands_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    import medis.ssim as module
+    import medis.metrics.ssim as module
 
     generator = torch.Generator().manual_seed(5)
     clean = torch.rand(2, 3, 70, 90, generator=generator)

@@ -16,7 +16,6 @@ from .entry_points import only, run_entry
 from .models.seeded_weights import fill_seeded
 
 
-
 def train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
     """train.py on 24 synthetic images 64 px high, outputs under tmp_path."""
     return run_entry("train.py", tmp_path, *overrides, multirun=multirun)

@@ -17,15 +17,15 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "run_attack": "medis.attacks.engine",
-    "Attack": "medis.attacks.attack",
-    "AttackResult": "medis.attacks.recording",
+    "Attack": "medis.attacks.composition",
+    "AttackResult": "medis.attacks.engine.results",
     "Budget": "medis.attacks.budget",
     "EngineOptions": "medis.attacks.engine",
-    "Record": "medis.records",
+    "Record": "medis.results.records",
     "Victim": "medis.models.frontend",
     "build_loss": "medis.losses",
-    "fuse": "medis.fusion",
-    "summary_table": "medis.fusion",
+    "fuse": "medis.results.fusion",
+    "summary_table": "medis.results.fusion",
 }
 
 __all__ = ["__version__", *_LAZY]

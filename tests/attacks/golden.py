@@ -109,7 +109,7 @@ def engine_run_names() -> list[str]:
 
 def attack_of(mode: str = "clean", steps: int = 10, update: dict | None = None, name: str = "medis",
               stop_threshold: Any = None, success_threshold: Any = None):
-    """An :class:`~medis.attacks.attack.Attack` from the settings the runs were first written with."""
+    """An :class:`~medis.attacks.composition.Attack` from the settings the runs were first written with."""
     from medis.attacks import Attack
     from medis.attacks.rules import RULES
 
@@ -221,9 +221,9 @@ def module_records(overrides: list[str], data_root: Path, out_dir: Path) -> list
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import medis.config  # noqa: F401  (the config resolvers)
+    import medis.config.resolvers  # noqa: F401  (the config resolvers)
+    from medis.lightning.attack_job import engine_options
     from medis.lightning.attack_module import AttackModule
-    from medis.lightning.attacking import engine_options
     from medis.models.frontend import Victim
     from medis.reporting import read_records
 

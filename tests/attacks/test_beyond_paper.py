@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medis.attacks import Attack, Budget, Ensemble, run_attack
+from medis.attacks.engine.phases import advance
 from medis.attacks.ensemble import build_ensemble
 from medis.attacks.rules import StepInfo
 from medis.attacks.rules.apgd import APGD, checkpoints
@@ -19,7 +20,8 @@ from medis.attacks.rules.pgd import PGD
 from medis.attacks.rules.sign import SignStep
 from medis.errors import ConfigError
 from medis.losses import LossContext, build_loss
-from medis.losses.logit_attacks import cospgd_loss, pixel_set, segpgd_loss
+from medis.losses.logits import pixel_set
+from medis.losses.pixel_weighted import cospgd_loss, segpgd_loss
 from medis.models.frontend import Victim
 
 from .test_engine import SIZE, Threshold, staircase, toy_victim
@@ -103,7 +105,7 @@ def _apgd_run(objective: list[float], total: int = 100):
     for position, value in enumerate(objective):
         info = StepInfo(torch.tensor([value]), torch.tensor([0.5]), position, total)
         before = x.clone()
-        x, state = rule.step(x, grad * (-1) ** position, x0, torch.tensor([1.0]), state, info, budget)
+        x, state = advance(rule, x, grad * (-1) ** position, x0, torch.tensor([1.0]), state, info, budget)
         history.append((before, state["eta"].item(), state["x_best"].clone()))
     return history, budget
 
@@ -136,7 +138,7 @@ def test_apgd_follows_the_tracked_cross_entropy_not_the_masked_loss() -> None:
         for position in range(23):
             info = StepInfo(torch.tensor([1.0 - 0.01 * position]), torch.tensor([0.5]), position, 100,
                             cross_entropy=torch.tensor([0.01 * position]))
-            x, state = rule.step(x, torch.ones_like(x0) * (-1) ** position, x0, torch.tensor([1.0]), state, info,
+            x, state = advance(rule, x, torch.ones_like(x0) * (-1) ** position, x0, torch.tensor([1.0]), state, info,
                                  budget)
         assert (state["eta"].item() < 2 * budget.eps) == halves, tracked
     with pytest.raises(ConfigError, match=r"attack\.rule\.track"):
@@ -162,14 +164,14 @@ def test_asma_step_grows_with_the_overlap_with_the_target() -> None:
     grad = torch.linspace(-1, 1, 9).view(1, 1, 3, 3).repeat(2, 1, 1, 1)
     iou = torch.tensor([0.2, 0.8])
     info = StepInfo(torch.zeros(2), iou, 1, 10)
-    moved, _ = rule.step(x0, grad, x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
+    moved, _ = advance(rule, x0, grad, x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
     for r in range(2):
         multiplier = 1e-2 * iou[r].item() + 1e-3
         torch.testing.assert_close(moved[r] - x0[r], -multiplier * grad[r])
     # the L2 penalty alone pulls the image back toward the clean one
     rule = ASMA(tau=0.1, beta=0.0, l2=1.0)
     x = x0 + 0.04
-    back, _ = rule.step(x, torch.zeros_like(x), x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
+    back, _ = advance(rule, x, torch.zeros_like(x), x0, torch.tensor([-1.0, -1.0]), {}, info, budget)
     torch.testing.assert_close(back - x0, (x - x0) * (1 - 2 * 0.1))
 
 

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medis import fusion
 from medis.attacks import Attack, Budget, EngineOptions, run_attack
-from medis.attacks.replicas import replica_losses, start_seed
+from medis.attacks.engine.replicas import replica_losses, start_seed
 from medis.attacks.rules.pgd import PGD
 from medis.errors import ConfigError
 from medis.losses import LossContext
 from medis.models.frontend import Victim
 from medis.models.pranet import pranet_lite
+from medis.results import fusion
 
 SIZE = 16
 

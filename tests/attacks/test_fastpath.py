@@ -15,10 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis.attacks import Attack, EngineOptions, run_attack
-from medis.attacks.max_batch import MaxBatchError, auto_max_batch, search_max_batch
-from medis.fusion import fuse
-from medis.attacks import max_batch as max_batch_module
-from medis.models.wrappers import ChannelsLastNet, FastPath, compiled, fast_victim, with_memory_format, with_precision
+from medis.attacks.batching import device_probe as max_batch_module
+from medis.attacks.batching.device_probe import MaxBatchError, auto_max_batch, search_max_batch
 from medis.data.synthetic import render_dermoscopy
 from medis.errors import ConfigError, MedisError
 from medis.losses import PAPER_LOSSES, build_loss
@@ -26,6 +24,8 @@ from medis.models.build import build_victim
 from medis.models.frontend import Victim, VictimOutput
 from medis.models.pranet import pranet_lite
 from medis.models.unet import UNet
+from medis.models.wrappers import ChannelsLastNet, FastPath, compiled, fast_victim, with_memory_format, with_precision
+from medis.results.fusion import fuse
 
 # Inductor's CPU backend imports torch.jit-scripted MKLDNN helpers, which warn on import
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -287,16 +287,17 @@ def test_auto_max_batch_returns_none_on_cpu_without_probing() -> None:
     losses = {"bce": build_loss("bce")}
     assert auto_max_batch(victim, losses, (3, 16, 16), "cpu", cache={}) is None
     assert victim.calls == []
-    # through the engine: max_batch=auto on a CPU measures one replica's step per loss (the memory
-    # budget), then runs every replica at once: small images fit the budget many times over
-    images = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        masks = victim(images).mask  # its own prediction: nothing to set aside
-    victim.calls.clear()
-    result = run_attack(victim, images, masks, Attack(budget={"steps": 1}), losses=["bce", "dice"],
-                        options=EngineOptions(max_batch="auto"))
-    assert victim.calls[-3:] == [2, 4, 4] and result.forward_replicas == 10  # the clean pass, then the replicas
-    assert victim.calls[:-3] and set(victim.calls[:-3]) == {1}  # the budget's probes: one replica each
+    # through the engine: max_batch=auto on a CPU runs every replica of small images at once without
+    # measuring anything; a larger image first measures one replica's step per loss (the memory limit)
+    for side, measured in ((16, False), (40, True)):
+        images = torch.rand(2, 3, side, side)
+        with torch.no_grad():
+            masks = victim(images).mask  # its own prediction: nothing to set aside
+        victim.calls.clear()
+        result = run_attack(victim, images, masks, Attack(budget={"steps": 1}), losses=["bce", "dice"],
+                            options=EngineOptions(max_batch="auto"))
+        assert victim.calls[-3:] == [2, 4, 4] and result.forward_replicas == 10  # the clean pass, then the replicas
+        assert bool(victim.calls[:-3]) == measured and set(victim.calls[:-3]) <= {1}  # probes: one replica each
 
 
 def test_auto_max_batch_probes_applies_the_margin_and_caches_per_key() -> None:

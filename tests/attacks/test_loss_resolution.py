@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medis.attacks import Attack, EngineOptions, run_attack
-from medis.attacks.loss_resolution import downscale_masks, loss_shape
+from medis.attacks.batching.loss_size import downscale_masks, loss_shape
 from medis.errors import ConfigError
-from medis.metrics import target_score
+from medis.metrics.segmentation import target_score
 from medis.models.frontend import Victim
 from medis.models.pranet import pranet_lite
 

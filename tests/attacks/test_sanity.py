@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis.attacks import Attack, run_attack
-from medis.attacks.sanity import check_victim
 from medis.attacks.rules.pgd import PGD
+from medis.attacks.sanity import check_victim
 from medis.models.frontend import Victim
 
 SIZE = 16

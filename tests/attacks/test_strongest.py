@@ -11,13 +11,14 @@ import torch
 
 from medis.attacks import Attack, EngineOptions, run_attack
 from medis.attacks.budget import Budget
+from medis.attacks.engine.phases import advance
 from medis.attacks.ensemble import Ensemble, run_ensemble
 from medis.attacks.rules import StepInfo
 from medis.attacks.rules.apgd import APGD
 from medis.attacks.rules.padam import PAdam
 from medis.errors import ConfigError
 from medis.losses import build_loss
-from medis.losses.logit_attacks import cosine_loss
+from medis.losses.divergence import cosine_loss
 
 from .test_engine import SIZE, staircase, toy_victim
 
@@ -41,7 +42,7 @@ def test_padam_is_pytorch_adam_with_amsgrad_on_the_perturbation_then_projected()
     adam = torch.optim.Adam([delta], lr=0.01, amsgrad=True, maximize=True)
     for t in range(10):
         grad = torch.sin((t + 1) * (x0 + 3 * (x - x0))) * (0.5 ** t)  # shrinking: AMSGrad's max matters
-        x, state = rule.step(x, grad, x0, torch.ones(2), state, info(t), budget)
+        x, state = advance(rule, x, grad, x0, torch.ones(2), state, info(t), budget)
         delta.grad = grad.clone()
         adam.step()
         with torch.no_grad():
@@ -57,7 +58,7 @@ def test_padam_descends_toward_a_target_and_stays_in_the_ball() -> None:
     rule, budget = PAdam(), Budget(steps=5, eps=EPS)
     x, state = x0.clone(), rule.init(x0, budget)
     for t in range(5):
-        x, state = rule.step(x, torch.ones_like(x), x0, torch.tensor([-1.0]), state, info(t), budget)
+        x, state = advance(rule, x, torch.ones_like(x), x0, torch.tensor([-1.0]), state, info(t), budget)
     assert bool((x < x0).all())  # direction −1: against the gradient
     assert float((x - x0).abs().max()) <= EPS + 1e-7
 
@@ -123,12 +124,12 @@ def test_each_stage_restarts_apgd_at_its_radius_from_the_previous_best_iterate()
         seen[position] = x.clone()
         step_info = StepInfo(loss=torch.zeros(2), score=torch.full((2,), scores[position]), position=position,
                              total=total, cross_entropy=torch.full((2,), float(position)))
-        x, state = rule.step(x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
+        x, state = advance(rule, x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
         assert float((x - x0).abs().max()) <= 2 * EPS + 1e-7
     torch.testing.assert_close(x, Budget(eps=1.5 * EPS).project(seen[1], x0))  # the move
     step_info = StepInfo(loss=torch.zeros(2), score=torch.full((2,), 0.5), position=4, total=total,
                          cross_entropy=torch.zeros(2))
-    _, state = rule.step(x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
+    _, state = advance(rule, x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
     assert torch.allclose(state["eta"], torch.full((2,), 3 * EPS))
 
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from medis.attacks import Attack, EngineOptions, run_attack
-from medis.fusion import fuse, per_loss_table
-from medis.metrics import target_attainment
+from medis.metrics.segmentation import target_attainment
 from medis.models.frontend import IMAGENET_MEAN, Victim
 from medis.reporting.summary import summary_markdown, summary_rows
+from medis.results.fusion import fuse, per_loss_table
 
 from .test_engine import SIZE, Threshold, bce, staircase, toy_victim
 

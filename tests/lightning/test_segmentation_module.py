@@ -13,7 +13,7 @@ from medis.data.dataset import collate_samples
 from medis.errors import ConfigError
 from medis.lightning.overlap_metric import PerImageOverlap
 from medis.lightning.segmentation_module import SegmentationModule, multiscale_size
-from medis.metrics import dice_per_image, iou_per_image
+from medis.metrics.segmentation import dice_per_image, iou_per_image
 from medis.models.pranet import pranet_lite
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medis.losses.pixelwise import bce_map
+from medis.losses.cross_entropy import bce_map_on_prob as bce_map
 
 
 @pytest.mark.parametrize("soft_mask", [False, True])

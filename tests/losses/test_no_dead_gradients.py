@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from medis.attacks.targets import make_targets
+from medis.attacks.targets import TARGET_KINDS, make_targets
 from medis.losses import LOSS_NAMES, LossContext, build_loss
 from medis.models.frontend import Victim
 
 SIZE = 16
-KINDS = ("untargeted", "random", "most_similar", "white", "black", "inverted")
+KINDS = tuple(TARGET_KINDS)
 
 
 class Saturated(nn.Module):
@@ -52,12 +52,13 @@ def test_the_victim_is_saturated() -> None:
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_every_loss_has_an_input_gradient_toward_every_target(name: str, kind: str) -> None:
     victim, images, masks = saturated_case()
-    pool = [torch.roll(masks[0], 5, -1), masks[1].flip(-1), masks[0].flip(-2)]  # other shapes than the two
-    references = torch.stack(make_targets(kind, list(masks), pool=pool if kind == "random" else None))
-    if kind in ("random", "most_similar"):
+    others = [torch.roll(masks[0], 5, -1), masks[1].flip(-1), masks[0].flip(-2)]  # other shapes than the two
+    pooled = TARGET_KINDS[kind].pooled
+    references = torch.stack(make_targets(kind, list(masks), pool=[*masks, *others] if pooled else None))
+    if pooled:
         assert not torch.equal(references, masks)
     x = images.clone().requires_grad_(True)
-    context = LossContext(step=0, total_steps=10, targeted=kind != "untargeted")
+    context = LossContext(step=0, total_steps=10, targeted=TARGET_KINDS[kind].targeted)
     loss = build_loss(name, "clean")(victim(x), references, context).sum()
     (grad,) = torch.autograd.grad(loss, x)
     per_image = grad.flatten(1).abs().amax(1)

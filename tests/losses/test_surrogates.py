@@ -151,7 +151,7 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
         return (todo * torch.where(m == 1, -z, z)).sum((1, 2, 3))
     if name == "asma":  # (1 - 2M) P: the other class's probability up to a constant
         return (todo * torch.where(m == 1, -p, p)).sum((1, 2, 3))
-    raise AssertionError(name)
+    return None  # no reference yet: test_matches_the_formula asks for one
 
 
 def paper_reference(name: str, out: VictimOutput, m: torch.Tensor, ctx: LossContext) -> torch.Tensor:
@@ -191,16 +191,19 @@ def test_matches_the_formula(name: str, mode: str) -> None:
     m = m.double()
     out = make_outputs(logits, mode)
     for ctx in CTXS:
+        want = reference_loss(name, mode, out, m, ctx)
+        if want is None:
+            pytest.fail(f"add a reference for {name}: its formula, written independently, in reference_loss "
+                        f"(tests/losses/test_surrogates.py)")
         got = build_loss(name, mode)(out, m, ctx)
         assert got.shape == (2,)
-        torch.testing.assert_close(got, reference_loss(name, mode, out, m, ctx).to(got.dtype), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-6, atol=1e-7)
 
 
-def test_registry_lists_every_loss_in_spec_order() -> None:
+def test_registry_lists_the_paper_losses_first_in_the_papers_order() -> None:
     assert PAPER_LOSSES == ("logcosh_dice", "bce_dice", "exp_log", "structure", "lovasz", "combined")
-    assert LOSS_NAMES[:6] == PAPER_LOSSES
-    assert set(LOSS_NAMES) == set(PAPER_LOSSES) | {"bce", "dice", "tversky", "focal", "segpgd", "cospgd",
-                                                   "cosine", "masked_bce", "js", "masked_logit", "dag", "asma"}
+    assert LOSS_NAMES[:6] == PAPER_LOSSES and list(LOSS_NAMES[6:]) == sorted(LOSS_NAMES[6:])
+    assert len(set(LOSS_NAMES)) == len(LOSS_NAMES)
 
 
 def test_paper_and_clean_modes_differ_where_they_should() -> None:

@@ -7,8 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medis.models.frontend import (BPDA, IMAGENET_MEAN, IMAGENET_STD, Victim, fuse_side_outputs,
-                                   soft_argmax_onehot, soft_threshold)
+from medis.models.frontend import (
+    BPDA,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Victim,
+    fuse_side_outputs,
+    soft_argmax_onehot,
+    soft_threshold,
+)
 from medis.models.pranet import pranet_lite
 from medis.models.unet import UNet
 

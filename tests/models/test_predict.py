@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medis.attacks.memory_budget import peak_allocated
+from medis.attacks.batching.memory import peak_allocated
 from medis.models.frontend import Victim, VictimOutput, predict_mask
 
 

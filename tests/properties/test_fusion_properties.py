@@ -1,4 +1,4 @@
-"""Property-based tests of parallel fusion (docs/method.md, ``medis.fusion``) on random record sets.
+"""Property-based tests of parallel fusion (docs/method.md, ``medis.results.fusion``) on random record sets.
 
 Records: 1–2 datasets, 1–2 target kinds (untargeted and/or targeted ones), optionally an ``eps``
 key (one or two budgets, or only on some records), 1–6 images, 1–6 losses, random success, steps,
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 import random
-
-import numpy as np
 from collections import defaultdict
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medis.fusion import FUSED_LOSS, UNTARGETED, choose_per_image, fuse, per_loss_table, summary_table
-from medis.records import as_record
+from medis.results.fusion import FUSED_LOSS, UNTARGETED, choose_per_image, fuse, per_loss_table, summary_table
+from medis.results.records import as_record
 
 PROFILE = settings(max_examples=80, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

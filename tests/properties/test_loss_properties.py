@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medis.losses import LOSS_NAMES, LossContext, build_loss
-from medis.losses.registry import MODES
+from medis.losses.base import MODES
 from medis.models.frontend import FUSIONS, VictimOutput, fuse_side_outputs
 
 PROFILE = settings(max_examples=12, deadline=None, database=None,

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medis.metrics import (
+from medis.metrics.segmentation import (
     ISIC_JACCARD_THRESHOLD,
     dice_per_image,
     iou_per_image,

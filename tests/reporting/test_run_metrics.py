@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from medis.fusion import FUSED_LOSS
 from medis.reporting.run_metrics import SUMMARY_COLUMNS, run_metrics, summary_table_rows
+from medis.results.fusion import FUSED_LOSS
 
 
 def rows(target: str, eps: float, successes: int, dataset: str = "isic") -> list[dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medis.reporting import RecordWriter, read_records
 from medis.reporting.shards import dedupe_records, merge_shards, shard_path, stale_shards, write_records
-from tests.reporting.test_records_io import rec
+from tests.reporting.test_record_file import rec
 
 
 def write_shard(folder: Path, rank: int, records: list[dict]) -> None:

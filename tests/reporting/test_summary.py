@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 import medis.reporting.summary as summary_mod
-from medis.fusion import summary_table
 from medis.reporting import RecordWriter, read_records, summary_rows, write_summary
 from medis.reporting.summary import markdown_table
+from medis.results.fusion import summary_table
 
 
 def rec(image_id: str, loss: str, target: str, success: bool, steps: int | None, metric: float,

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from medis.errors import DataError
-from medis.fusion import FUSED_LOSS
 from medis.report import main
 from medis.reporting import RecordWriter
 from medis.reporting.plots import plot_asr_vs_eps, plot_distortion_histogram
 from medis.reporting.sweep import comparison_rows, find_jobs, gather, job_label, write_comparison
+from medis.results.fusion import FUSED_LOSS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPS4, EPS8 = 4 / 255, 8 / 255

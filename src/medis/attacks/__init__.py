@@ -5,7 +5,7 @@ of attacks (:class:`Ensemble`); :func:`run_attack` runs one attack on a batch. d
 shows how to add a rule, an attack, a loss or a target kind.
 
 Names are imported lazily, so that importing a torch-free part (the target-kind registry
-:mod:`medis.attacks.kinds`) does not import torch.
+:mod:`medis.attacks.targets`) does not import torch.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "Attack": "medis.attacks.attack",
+    "Attack": "medis.attacks.composition",
     "AttackResult": "medis.attacks.engine",
     "Budget": "medis.attacks.budget",
     "Criteria": "medis.attacks.criteria",
     "EngineOptions": "medis.attacks.engine",
     "Ensemble": "medis.attacks.ensemble",
     "RULES": "medis.attacks.rules",
-    "TARGET_KINDS": "medis.attacks.kinds",
+    "TARGET_KINDS": "medis.attacks.targets",
     "TargetPool": "medis.attacks.targets",
     "Thresholds": "medis.attacks.criteria",
     "make_targets": "medis.attacks.targets",

@@ -6,7 +6,7 @@ Robustness of Semantic Segmentation: Trying Harder Pays Off", ECCV 2024) evaluat
 strongest of several attacks on each image. A member's records' ``loss`` is qualified
 ``<member>/<loss>``, so that parallel fusion over all the records of an image is the per-image
 worst case over attacks and losses, computed by the same fusion code as MedIS's over losses
-(:mod:`medis.fusion`).
+(:mod:`medis.results.fusion`).
 
 Two orders:
 
@@ -35,16 +35,16 @@ from typing import Any
 
 import torch
 
-from medis.attacks.attack import Attack
 from medis.attacks.budget import Budget, check_number
+from medis.attacks.composition import Attack
 from medis.attacks.criteria import Thresholds
 from medis.attacks.engine import EngineOptions, run_attack
-from medis.attacks.kinds import TargetKind, target_kind
-from medis.attacks.recording import AttackResult
+from medis.attacks.engine.results import AttackResult
+from medis.attacks.targets import TargetKind, target_kind
 from medis.errors import ConfigError
 from medis.losses import build_loss
 from medis.models.frontend import VictimOutput
-from medis.records import Record
+from medis.results.records import Record
 
 __all__ = ["Cascade", "Ensemble", "broken_images", "build_ensemble", "run_ensemble"]
 

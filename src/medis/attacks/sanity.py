@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medis.attacks.loss_resolution import downscale_masks, loss_shape
-from medis.models.frontend import frozen
-import medis.losses.logit_forms as logit_forms
-from medis.metrics import paper_miou
-from medis.models.frontend import VictimOutput
+from medis.attacks.batching.loss_size import downscale_masks, loss_shape
+from medis.losses.logits import bce_map, fused_logit
+from medis.metrics.segmentation import paper_miou
+from medis.models.frontend import VictimOutput, frozen
 
 __all__ = ["VictimChecks", "check_victim", "modules_in_train_mode"]
 
@@ -102,8 +101,8 @@ def check_victim(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
             with torch.enable_grad():
                 # the attack's own BCE from logits: a zero gradient then means the front end or the
                 # network hides the pixel, not a saturated probability
-                z = torch.nan_to_num(logit_forms.fused_logit(call(x)), nan=0.0)
-                loss = logit_forms.bce_map(z, mask).sum()
+                z = torch.nan_to_num(fused_logit(call(x)), nan=0.0)
+                loss = bce_map(z, mask).sum()
                 (grad,) = torch.autograd.grad(loss, x)
             finite = torch.isfinite(grad)
             nonfinite += int((~finite).sum())

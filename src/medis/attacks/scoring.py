@@ -5,7 +5,7 @@
   them (docs/method.md, "Metrics");
 - clean mode, untargeted: the two-class mIoU with the ground truth (the IoU of the one class present
   where the ground truth is uniform);
-- clean mode, targeted: :func:`medis.metrics.target_attainment` against the clean prediction, the
+- clean mode, targeted: :func:`medis.metrics.segmentation.target_attainment` against the clean prediction, the
   share of the pixels the attack had to flip that reached the target, net of those it broke. The
   two-class mIoU with a mostly-background target is dominated by the background, which the clean
   prediction already matches: that score credited "successes" to images the attack never changed.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from medis.attacks.criteria import Criteria
-from medis.attacks.kinds import TargetKind
-from medis.metrics import paper_miou, target_attainment, target_score
+from medis.attacks.targets import TargetKind
+from medis.metrics.segmentation import paper_miou, target_attainment, target_score
 
 __all__ = ["Scorer"]
 

@@ -63,6 +63,11 @@ class AugmentConfig:
         return config
 
 
+RESIZE_ANTIALIAS = False
+"""Whether the loaders' resize antialiases: cv2's ``INTER_LINEAR`` does not. A victim trained here
+carries it (:mod:`medis.models.victim_spec`), so that its in-graph resize is the one it was trained with."""
+
+
 def eval_transform(size: int) -> A.Compose:
     """Bilinear resize of the image (nearest for the mask) to ``size`` x ``size``."""
     return A.Compose([A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])

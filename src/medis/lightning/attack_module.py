@@ -19,7 +19,7 @@ Callbacks that need all the records (fusion, gallery) therefore run in ``on_test
 
 For the first ``gallery_size`` images of every target the module also keeps, in ``gallery``, the
 clean and adversarial images and predictions of the record parallel fusion picks
-(:func:`medis.fusion.representative`), for :class:`medis.lightning.gallery_callback.AdversarialGallery`.
+(:func:`medis.results.fusion.representative`), for :class:`medis.lightning.gallery_callback.AdversarialGallery`.
 
 Before attacking, rank 0 audits the test split's masks (:mod:`medis.data.audit`) and checks the
 victim on the first batch (:mod:`medis.attacks.sanity`: stochastic output, gradient masking, clean
@@ -40,30 +40,29 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.utilities import rank_zero_warn
 
-from medis.attacks.attack import Attack
+from medis.attacks.batching.loss_size import loss_shape
+from medis.attacks.composition import Attack
 from medis.attacks.engine import AttackResult, EngineOptions, run_attack
 from medis.attacks.ensemble import Cascade, Ensemble
-from medis.attacks.kinds import target_kind
-from medis.attacks.loss_resolution import loss_shape
 from medis.attacks.sanity import check_victim
-from medis.attacks.targets import TargetPool, same_as_ground_truth
-from medis.cpu_memory import release_free_heap
+from medis.attacks.targets import TargetPool, same_as_ground_truth, target_kind
 from medis.data.audit import MaskAudit
 from medis.data.io import read_mask_levels
 from medis.errors import ConfigError
-from medis.fusion import representative
 from medis.lightning.attack_progress import BatchProgress
 from medis.losses import build_loss
 from medis.models.frontend import Victim
 from medis.models.wrappers import FastPath
-from medis.records import Record
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.gallery import DISPLAY_SIDE, display_copy
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
+from medis.results.fusion import representative
+from medis.results.records import Record
+from medis.runtime.cpu_allocator import release_free_heap
 
 TRIM_EVERY = 1
-"""Batches between two ``malloc_trim`` calls (:mod:`medis.cpu_memory`): every batch (a trim costs
+"""Batches between two ``malloc_trim`` calls (:mod:`medis.runtime.cpu_allocator`): every batch (a trim costs
 milliseconds; every 16th batch left RSS growing 8% over the second half of bench/attack_memory.py,
 every batch 2.6%)."""
 
@@ -73,10 +72,10 @@ class AttackModule(pl.LightningModule):
 
     Args:
         victim: the differentiable victim (``conf/model``).
-        attack: an :class:`~medis.attacks.attack.Attack` or an :class:`~medis.attacks.ensemble.Ensemble`
+        attack: an :class:`~medis.attacks.composition.Attack` or an :class:`~medis.attacks.ensemble.Ensemble`
             (``conf/attack``).
         losses: loss names (``conf/losses``), for attacks without their own.
-        targets: target kinds of :data:`~medis.attacks.kinds.TARGET_KINDS` (``conf/target``).
+        targets: target kinds of :data:`~medis.attacks.targets.TARGET_KINDS` (``conf/target``).
         output_dir: where ``records.csv`` goes.
         engine: how the engine runs (``conf/engine``); ``fast_path``: the victim's fast-path wrappers.
         resume: keep the records on disk and skip their work.
@@ -312,7 +311,7 @@ class AttackModule(pl.LightningModule):
                 "clean_prob": display_copy(probs[0]), "adversarial_prob": display_copy(probs[1])})
 
     def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.cpu_memory`)."""
+        """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.runtime.cpu_allocator`)."""
         if (batch_idx + 1) % TRIM_EVERY == 0:
             release_free_heap()
 

@@ -35,7 +35,7 @@ def _size(progress: StepProgress) -> str:
 
 
 def _passes(progress: StepProgress) -> str:
-    """``, 2 per pass, losses at 768x1024 px``: what the memory budget and the loss size chose."""
+    """``, 2 per pass, losses at 768x1024 px``: what the memory limit and the loss size chose."""
     text = f", {progress.per_pass} per pass" if 0 < progress.per_pass < progress.replicas else ""
     if progress.loss_size is not None and tuple(progress.loss_size) != tuple(progress.size):
         text += f", losses at {progress.loss_size[0]}x{progress.loss_size[1]} px"

@@ -1,5 +1,5 @@
 """The fusion callback: at the end of an attack, the ASR / distortion tables of the run's records
-(:mod:`medis.fusion`), logged and written as ``summary.md`` / ``summary.csv``."""
+(:mod:`medis.results.fusion`), logged and written as ``summary.md`` / ``summary.csv``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from medis.reporting import summary_rows, write_summary
-from medis.reporting.run_metrics import (RECORD_COLUMNS, SUMMARY_COLUMNS, record_table_rows, run_metrics,
-                                         summary_table_rows)
+from medis.reporting.run_metrics import (
+    RECORD_COLUMNS,
+    SUMMARY_COLUMNS,
+    record_table_rows,
+    run_metrics,
+    summary_table_rows,
+)
 
 __all__ = ["FusionCallback"]
 
 
 class FusionCallback(pl.Callback):
-    """At the end of the attack: fuse the records (:mod:`medis.fusion`), log ASR and distortion as
+    """At the end of the attack: fuse the records (:mod:`medis.results.fusion`), log ASR and distortion as
     scalars whose names every run of a sweep shares (``attack/asr``, ``attack/by_loss/<loss>/asr``,
     ...: :mod:`medis.reporting.run_metrics`) and as two long-format W&B tables (``attack/summary``:
     one row per data set x target x loss; ``attack/records``: one per record), and write

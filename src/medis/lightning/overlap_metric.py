@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from medis.metrics import dice_per_image, iou_per_image, thresholded_jaccard
+from medis.metrics.segmentation import dice_per_image, iou_per_image, thresholded_jaccard
 
 
 class PerImageOverlap(Metric):

@@ -20,6 +20,7 @@ in :class:`medis.models.frontend.Victim`. The network is ``self.model``, so chec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
@@ -52,6 +53,15 @@ def rescaled_batch(images: torch.Tensor, masks: torch.Tensor, rate: float) -> tu
                  for t in (images, masks))
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as plain Python data (dicts, lists, numbers, strings), as weights-only loading reads it."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _as_tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
@@ -70,13 +80,17 @@ class SegmentationModule(pl.LightningModule):
         paper_bce: PraNet's unweighted BCE term in the structure loss.
         num_val_examples: validation samples kept each epoch for the prediction gallery.
         mean, std: normalisation.
+        victim: what the checkpoints carry besides ``val_fusion``, ``mean`` and ``std`` so that
+            ``attack.py model.checkpoint=...`` attacks this model as trained
+            (:mod:`medis.models.victim_spec`): ``{"net": {"_target_": ..., **arguments},
+            "input_size": S, "antialias": the loaders' resize}``.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  scales: Sequence[float] = (0.75, 1.0, 1.25), grad_clip: float | None = 0.5,
                  grad_clip_algorithm: str = "value", val_fusion: Fusion = "last", paper_bce: bool = False,
                  num_val_examples: int = 4, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, victim: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if not scales or any(rate <= 0 for rate in scales):
             raise ConfigError(f"module.scales must be positive rates, got {list(scales)}")
@@ -91,6 +105,8 @@ class SegmentationModule(pl.LightningModule):
             "grad_clip_algorithm": str(grad_clip_algorithm), "val_fusion": str(val_fusion),
             "paper_bce": bool(paper_bce), "num_val_examples": int(num_val_examples),
             "mean": [float(v) for v in mean], "std": [float(v) for v in std]})
+        if victim is not None:
+            self.remember_victim(victim)
         self.model = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -104,6 +120,10 @@ class SegmentationModule(pl.LightningModule):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.val_overlap = PerImageOverlap()
         self.val_examples: dict[str, torch.Tensor] = {}
+
+    def remember_victim(self, victim: Mapping[str, Any]) -> None:
+        """Carry ``victim`` (see the class's arguments) in every checkpoint from now on, as plain data."""
+        self.hparams["victim"] = _plain(victim)
 
     # ------------------------------------------------------------------ model
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -4,11 +4,23 @@ the optimization of the intersection-over-union measure in neural networks", CVP
 For one vector of logits z and labels m in {0, 1}: errors e = 1 - z (2m - 1), sorted in decreasing
 order; g is the gradient of the Lovász extension of the Jaccard loss at the labels sorted in the
 same order; loss = <relu(e_sorted), g>. All rows of a (R, N) tensor are done at once.
+
+Two forms: the notebooks' (paper mode, :func:`lovasz_loss_paper`, with their two quirks) and the
+clean one on the fused logit (:func:`lovasz_loss`: Berman et al.'s smooth elu(e) + 1 of the errors,
+which unlike relu(e) has a gradient at pixels already beyond the margin, and the complement class
+for an empty reference).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from medis.losses.base import on_logit, on_prob, register
+from medis.losses.logits import empty_reference
+
+__all__ = ["lovasz_grad", "lovasz_hinge", "lovasz_hinge_rows", "lovasz_loss", "lovasz_loss_paper"]
+
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     """Gradient of the Lovász extension of the Jaccard loss, row by row. (R, N) -> (R, N).
@@ -51,3 +63,18 @@ def lovasz_loss_paper(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     b, w = prob.shape[0], prob.shape[-1]
     rows = lovasz_hinge_rows(prob.reshape(-1, w), mask.to(prob.dtype).reshape(-1, w))
     return rows.view(b, -1).mean(1)
+
+
+def lovasz_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Lovász hinge per image (Berman, Rannen Triki, Blaschko, CVPR 2018) with the smooth elu(e) + 1
+    of the errors, on the background class (labels and logits flipped) for an empty reference."""
+    empty = empty_reference(mask)
+    labels = torch.where(empty, 1.0 - mask, mask).flatten(1).to(z.dtype)
+    logits = torch.where(empty, -z, z).flatten(1)
+    errors = 1.0 - logits * (2.0 * labels - 1.0)
+    errors_sorted, order = torch.sort(errors, dim=-1, descending=True)
+    grad = lovasz_grad(torch.gather(labels, -1, order))
+    return ((F.elu(errors_sorted) + 1.0) * grad).sum(-1)
+
+
+register("lovasz", on_logit(lovasz_loss), on_prob(lovasz_loss_paper))

@@ -10,6 +10,10 @@ Detection", AAAI 2020).
 PraNet's own code passes ``reduce='none'`` to ``binary_cross_entropy_with_logits``, a legacy
 argument that PyTorch reads as "reduce", so its BCE term is the plain mean and the weights cancel
 out of it (``paper_bce=True`` reproduces that); by default the weights are really applied.
+
+As an attack's surrogate (``structure``) the loss is summed over the victim's side outputs
+(:func:`side_structure_loss`, PraNet's deep supervision): on the side logits in clean mode, on the
+notebooks' min-max normalised side probabilities in paper mode.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-import medis.losses.logit_forms as logit_forms
+from medis.losses.base import LossContext, reference_of, register
+from medis.losses.logits import bce_map, probabilities
+from medis.models.frontend import VictimOutput
+
+__all__ = ["BOX", "side_structure_loss", "structure_loss", "structure_weights"]
 
 BOX = 31
 """Side of PraNet's square averaging window."""
@@ -52,7 +60,7 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = F
         paper_bce: reproduce PraNet's unweighted BCE term (see the module docstring).
         weights: :func:`structure_weights` of ``mask`` when the caller already has them (they
             depend on the mask only, so several side outputs can share them).
-        stable: the BCE and σ(z) in the forms of :mod:`medis.losses.logit_forms`, whose input
+        stable: the BCE and σ(z) in the forms of :mod:`medis.losses.logits`, whose input
             gradients do not vanish where σ saturates (the clean-mode attack); the same values.
 
     Returns:
@@ -61,15 +69,48 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor, paper_bce: bool = F
     if weights is None:
         weights = structure_weights(mask)
     if stable:
-        bce = logit_forms.bce_map(logits, mask)
+        bce = bce_map(logits, mask)
     else:
         bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
     if paper_bce:
         wbce = bce.mean(dim=(1, 2, 3))
     else:
         wbce = (weights * bce).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
-    prob = logit_forms.probabilities(logits)[0] if stable else torch.sigmoid(logits)
+    prob = probabilities(logits)[0] if stable else torch.sigmoid(logits)
     inter = (prob * mask * weights).sum(dim=(1, 2, 3))
     union = ((prob + mask) * weights).sum(dim=(1, 2, 3))
     wiou = 1.0 - (inter + 1.0) / (union - inter + 1.0)
     return wbce + wiou
+
+
+def side_structure_loss(outputs: VictimOutput, mask: torch.Tensor, paper: bool = False) -> torch.Tensor:
+    """Σ_k structure_loss(z_k, M) over the K side outputs. (B,1,H,W) maps, mask (B,1,H,W) -> (B,).
+
+    Fan et al., "PraNet: Parallel Reverse Attention Network for Polyp Segmentation", MICCAI 2020
+    (deep supervision of every side output with weighted BCE + weighted IoU).
+
+    Args:
+        outputs: the victim's outputs; clean mode reads ``side_logits``, paper mode ``side_probs``.
+        mask: (B, 1, H, W) reference M in {0, 1}.
+        paper: the MedIS notebook form: the (min-max normalised) side probabilities are fed where
+            logits belong, and PraNet's unweighted BCE term is kept (``paper_bce=True``); otherwise
+            the side logits, in the saturation-safe form (``structure_loss(stable=True)``).
+    """
+    maps = outputs.side_probs if paper else outputs.side_logits
+    if not maps:
+        raise ValueError("structure loss needs at least one side output")
+    mask = mask.to(maps[0].dtype)
+    weights = structure_weights(mask)  # shared by every side output: it depends on the mask only
+    return torch.stack([structure_loss(z, mask, paper_bce=paper, weights=weights, stable=not paper)
+                        for z in maps]).sum(0)
+
+
+def _structure(paper: bool):
+    def loss(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
+        return side_structure_loss(outputs, reference_of(outputs, reference), paper=paper)
+
+    loss.__doc__ = side_structure_loss.__doc__
+    return loss
+
+
+register("structure", _structure(False), _structure(True))

@@ -111,7 +111,12 @@ def load_weights(model: nn.Module, path: str | Path, kind: CheckpointKind = "aut
     Returns:
         The kind that was loaded.
     """
-    state = read_checkpoint(path, map_location)
+    return load_state(model, read_checkpoint(path, map_location), path, kind)
+
+
+def load_state(model: nn.Module, state: Any, path: str | Path, kind: CheckpointKind = "auto") -> CheckpointKind:
+    """Load the contents ``state`` of the checkpoint file ``path`` (:func:`read_checkpoint`) into
+    ``model``, as :func:`load_weights` does; returns the kind that was loaded."""
     try:
         found = detect_kind(state)
     except CheckpointError as err:

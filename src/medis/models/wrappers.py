@@ -22,7 +22,7 @@ whose ``model`` (the network, frozen by the engine) and ``fusion`` stay reachabl
 - :func:`fast_victim`: the three above in a fixed order (layout, then compile, then precision).
 - :class:`FastPath`: the ``engine`` config node's victim options, applied by :meth:`FastPath.wrap`.
 
-The automatic replica batch (``engine.max_batch=auto``) is in :mod:`medis.attacks.max_batch`.
+The automatic replica batch (``engine.max_batch=auto``) is in :mod:`medis.attacks.batching.device_probe`.
 
 The network-level options (layout, compile) need a victim with a ``model`` network, such as
 :class:`~medis.models.frontend.Victim`; they return a shallow copy of the victim whose ``model`` is

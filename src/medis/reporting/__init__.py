@@ -8,7 +8,7 @@ layout of Shukla, Gupta, Gupta, MTAP 2023 (ASR % and distortion per loss, with p
 
 from __future__ import annotations
 
-from medis.reporting.records_io import RECORD_COLUMNS, RecordWriter, completed_keys, read_records
+from medis.reporting.record_file import RECORD_COLUMNS, RecordWriter, completed_keys, read_records
 from medis.reporting.summary import summary_rows, write_summary
 
 __all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "summary_rows", "write_summary"]

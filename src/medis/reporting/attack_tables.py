@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medis.attacks.kinds import UNTARGETED
-from medis.records import Record
+from medis.attacks.targets import UNTARGETED
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.compare import ATTACK_COLUMNS, ATTACK_KEY, ENSEMBLE, TRANSFER_COLUMNS, attack_comparison
 from medis.reporting.tables import cell, markdown_table, rows_csv
-from medis.values import is_missing, order_key
+from medis.results.records import Record
+from medis.results.values import is_missing, order_key
 
 __all__ = ["ATTACKS_CSV", "ATTACKS_MD", "attack_comparison_csv", "attack_comparison_markdown", "format_eps",
            "write_attack_comparison", "write_attack_rows"]

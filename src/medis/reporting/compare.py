@@ -8,7 +8,7 @@ each image the strongest attack is kept, as in the ensemble evaluation of SEA (C
 Hein, "Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models",
 ECCV 2024): a model is only as robust as it is against the best attack on each image.
 
-Record fields read here (:class:`medis.records.Record`; mappings are typed on the way in):
+Record fields read here (:class:`medis.results.records.Record`; mappings are typed on the way in):
 
 - ``attack``: the attack's name; ``None`` means ``"medis"``. A record of an ensemble run whose
   ``attack`` is ``"ensemble"`` is credited to the prefix of its qualified loss
@@ -18,7 +18,7 @@ Record fields read here (:class:`medis.records.Record`; mappings are typed on th
   untargeted (the attacker wants it low); when targeted (the attacker wants it high) the mIoU with
   the target in paper mode, the share of the pixels to flip that reached it in clean mode
   (:mod:`medis.attacks.scoring`).
-- ``success``, ``steps``, ``metric``: through :func:`medis.fusion.fuse`, which gives the ASR.
+- ``success``, ``steps``, ``metric``: through :func:`medis.results.fusion.fuse`, which gives the ASR.
 - ``forwards``, ``backwards``: the passes spent on the record (``None``: not counted).
 - ``transfer_metric``, ``transfer_success``: the adversarial image judged on another model.
 
@@ -34,11 +34,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from medis.fusion import fuse
-from medis.attacks.kinds import UNTARGETED
-from medis.records import Record, as_records
+from medis.attacks.targets import UNTARGETED
 from medis.reporting.tables import target_order
-from medis.values import is_missing, mean, order_key
+from medis.results.fusion import fuse
+from medis.results.records import Record, as_records
+from medis.results.values import is_missing, mean, order_key
 
 __all__ = ["ATTACK_COLUMNS", "DEFAULT_ATTACK", "ENSEMBLE", "TRANSFER_COLUMNS", "attack_comparison", "has_attacks"]
 
@@ -189,7 +189,7 @@ def attack_comparison(records: Iterable[Record | Mapping], *, by: Sequence[str] 
     - ``adv_miou``: mean of the per-image best score: the min over the attack's records of
       ``min(trajectory)`` when untargeted, the max of ``max(trajectory)`` when targeted;
     - ``asr``: % of images on which some record of the attack succeeded, i.e. exactly the ASR of
-      :func:`medis.fusion.fuse` over the attack's records;
+      :func:`medis.results.fusion.fuse` over the attack's records;
     - ``forwards`` / ``backwards``: mean over the images of the sum over the attack's records of
       the count; ``None`` unless every record of the row carries it;
     - only when some record carries ``transfer_metric`` or ``transfer_success``: ``transfer_miou``
@@ -213,7 +213,7 @@ def attack_comparison(records: Iterable[Record | Mapping], *, by: Sequence[str] 
 
     Raises:
         ValueError: a record has no trajectory, claims the reserved attack ``ensemble`` without a
-            qualified loss, or is rejected by :func:`medis.fusion.fuse` (missing key, bad value,
+            qualified loss, or is rejected by :func:`medis.results.fusion.fuse` (missing key, bad value,
             duplicate (image, loss) within an attack).
     """
     by = tuple(by)

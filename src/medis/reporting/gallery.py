@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from medis.attacks.loss_resolution import loss_shape
+from medis.attacks.batching.loss_size import loss_shape
 
 HEADER_HEIGHT = 20  # px, the band of column titles
 CAPTION_HEIGHT = 16  # px, the caption line above each row

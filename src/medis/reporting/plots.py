@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from medis.fusion import FUSED_LOSS, choose_per_image
 from medis.reporting.atomic import atomic_write
-from medis.reporting.tables import target_order
 from medis.reporting.sweep import JOB_KEY
+from medis.reporting.tables import target_order
+from medis.results.fusion import FUSED_LOSS, choose_per_image
 
 __all__ = ["plot_asr_vs_eps", "plot_distortion_histogram"]
 
@@ -135,7 +135,7 @@ def plot_distortion_histogram(records: Iterable[Mapping], path: str | os.PathLik
         ``path``, or ``None`` (and nothing written) when no record is a success.
 
     Raises:
-        ValueError: as :func:`medis.fusion.choose_per_image`.
+        ValueError: as :func:`medis.results.fusion.choose_per_image`.
     """
     from matplotlib.ticker import MaxNLocator
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from medis.fusion import FUSED_LOSS
-from medis.records import Record
+from medis.results.fusion import FUSED_LOSS
+from medis.results.records import Record
 
 __all__ = ["run_metrics", "summary_table_rows", "record_table_rows", "SUMMARY_COLUMNS", "RECORD_COLUMNS"]
 

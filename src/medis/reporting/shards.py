@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from medis.reporting.atomic import atomic_write_text
-from medis.records import Record, record_key
-from medis.reporting.records_io import read_records, records_csv_text
+from medis.reporting.record_file import read_records, records_csv_text
+from medis.results.records import Record, record_key
 
 __all__ = ["RECORDS_NAME", "dedupe_records", "merge_shards", "shard_path", "stale_shards", "write_records"]
 

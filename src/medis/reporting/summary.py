@@ -4,7 +4,7 @@ Shukla, Gupta, Gupta, "Exploring the feasibility of adversarial attacks on medic
 segmentation", Multimedia Tools and Applications, 2023 (doi:10.1007/s11042-023-15575-8) report,
 per dataset and per target, the attack success rate (ASR, %) and the distortion (mean step index
 of the first successful iterate) of every surrogate loss, with and without *parallel fusion*. The
-numbers come from :func:`medis.fusion.summary_table`; this module only lays them out:
+numbers come from :func:`medis.results.fusion.summary_table`; this module only lays them out:
 
 - ``summary.csv``: every row of :func:`summary_rows` (one per dataset, target, [eps,] loss, plus
   the fused row of each group), machine readable;
@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medis.fusion import FUSED_LOSS, summary_table
-from medis.records import Record
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.tables import cell, markdown_table, rows_csv, target_order
+from medis.results.fusion import FUSED_LOSS, summary_table
+from medis.results.records import Record
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -53,13 +53,13 @@ EPS_KEY = "eps"
 
 
 def summary_rows(records: Iterable[Record | Mapping], *, dedupe: bool = False) -> list[dict]:
-    """The rows of :func:`medis.fusion.summary_table`, each with ``dataset``, ``target`` and ``loss``.
+    """The rows of :func:`medis.results.fusion.summary_table`, each with ``dataset``, ``target`` and ``loss``.
 
     Eps is a grouping column (``"eps"``) only when some record carries an eps value.
 
     Args:
-        records: one record per (image, target kind, loss) (:class:`medis.records.Record`).
-        dedupe: keep the last of duplicate records instead of raising (see :mod:`medis.fusion`).
+        records: one record per (image, target kind, loss) (:class:`medis.results.records.Record`).
+        dedupe: keep the last of duplicate records instead of raising (see :mod:`medis.results.fusion`).
 
     Returns:
         Per group (dataset, target[, eps]) the per-loss rows by loss name, then the
@@ -67,7 +67,7 @@ def summary_rows(records: Iterable[Record | Mapping], *, dedupe: bool = False) -
         ``dataset, target, [eps,] loss, images, successes, asr, distortion, linf, l2, ssim, psnr``.
 
     Raises:
-        ValueError: as :func:`medis.fusion.summary_table` (missing keys, bad values, duplicates).
+        ValueError: as :func:`medis.results.fusion.summary_table` (missing keys, bad values, duplicates).
     """
     return summary_table(records, dedupe=dedupe)
 
@@ -168,7 +168,7 @@ def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, ded
         ``(csv_path, md_path)``.
 
     Raises:
-        ValueError: as :func:`medis.fusion.summary_table`; nothing is written then.
+        ValueError: as :func:`medis.results.fusion.summary_table`; nothing is written then.
     """
     rows = summary_rows(records, dedupe=dedupe)
     out = Path(out_dir)

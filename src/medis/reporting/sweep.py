@@ -30,12 +30,12 @@ from typing import Any
 import yaml
 
 from medis.errors import DataError
-from medis.fusion import FUSED_LOSS, summary_table
-from medis.records import Record
 from medis.reporting.atomic import atomic_write_text
-from medis.reporting.records_io import read_records
+from medis.reporting.record_file import read_records
 from medis.reporting.tables import cell, markdown_table, rows_csv, target_order
-from medis.values import order_key
+from medis.results.fusion import FUSED_LOSS, summary_table
+from medis.results.records import Record
+from medis.results.values import order_key
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -247,7 +247,7 @@ def _group_order(row: Mapping) -> tuple:
 
 
 def comparison_rows(records: Iterable[Record | Mapping]) -> list[dict]:
-    """The rows of :func:`medis.fusion.summary_table` grouped by job label as well.
+    """The rows of :func:`medis.results.fusion.summary_table` grouped by job label as well.
 
     Returns:
         Per group (job, dataset, target, eps) the per-loss rows by loss name, then the
@@ -257,7 +257,7 @@ def comparison_rows(records: Iterable[Record | Mapping]) -> list[dict]:
         psnr`` (``eps`` is ``None`` for records without one).
 
     Raises:
-        ValueError: as :func:`medis.fusion.summary_table` (a record misses a key, has a bad value,
+        ValueError: as :func:`medis.results.fusion.summary_table` (a record misses a key, has a bad value,
             or occurs twice).
     """
     rows = summary_table(list(records), by=(JOB_KEY,))

@@ -11,13 +11,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medis.attacks.kinds import table_order
-from medis.records import csv_field
+from medis.attacks.targets import table_order
+from medis.results.records import csv_field
 
 __all__ = ["cell", "markdown_table", "rows_csv", "target_order"]
 
 target_order = table_order
-"""Sort key of a target name: the order of :data:`medis.attacks.kinds.TARGET_KINDS`, others after."""
+"""Sort key of a target name: the order of :data:`medis.attacks.targets.TARGET_KINDS`, others after."""
 
 
 def cell(value: Any, decimals: int, scale: float = 1.0) -> str:

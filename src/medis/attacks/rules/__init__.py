@@ -6,12 +6,16 @@ with a ``name`` registers it: a new rule needs no list to be edited (docs/archit
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Mapping
+from typing import Any
 
 from medis.attacks.rules.base import StepInfo, UpdateRule
+from medis.errors import ConfigError
 
-__all__ = ["RULES", "StepInfo", "UpdateRule", "rule_classes"]
+__all__ = ["RULES", "StepInfo", "UpdateRule", "as_rule", "rule_classes"]
 
 
 def rule_classes() -> dict[str, type[UpdateRule]]:
@@ -30,3 +34,31 @@ def rule_classes() -> dict[str, type[UpdateRule]]:
 
 RULES: dict[str, type[UpdateRule]] = rule_classes()
 """Rule name -> class."""
+
+
+def as_rule(value: Any, key: str = "attack.rule") -> UpdateRule:
+    """A rule object from itself, a registered name (``"pgd"``) or ``{"name": ..., **parameters}``.
+
+    Raises:
+        ConfigError: an unknown rule name, an unknown parameter (one line naming ``key`` and the
+            valid ones) or anything else.
+    """
+    if isinstance(value, UpdateRule):
+        return value
+    if isinstance(value, str):
+        return _rule_class(value, key)()
+    if isinstance(value, Mapping) and "name" in value:
+        cls = _rule_class(value["name"], key)
+        params = {k: v for k, v in value.items() if k != "name"}
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in {key}; valid: {', '.join(sorted(names))}")
+        return cls(**params)
+    raise ConfigError(f"{key} must be an update rule ({', '.join(RULES)}), got {value!r}")
+
+
+def _rule_class(name: str, key: str) -> type[UpdateRule]:
+    if name not in RULES:
+        raise ConfigError(f"{key}={name!r} is not an update rule; choose one of {', '.join(RULES)}")
+    return RULES[name]

@@ -163,8 +163,7 @@ class APGD(StepSize, UpdateRule):
         state["x_top"] = torch.where(per_sample(better_score, x), x, state["x_top"])
         state["top"] = torch.where(better_score, top.to(state["top"].dtype), state["top"])
         if k == stage.length:  # the stage's last iterate: move to the next stage's warm start
-            following = self.stage(info.position + 1, info.total)
-            return budget.scaled(following.radius).project(state["x_top"], x0), state
+            return state["x_top"], state  # the engine projects it onto the next stage's ball
         return self._iterate(x, grad, x0, direction, state, info, budget.scaled(stage.radius), k, stage.length)
 
     def _iterate(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor,
@@ -188,7 +187,7 @@ class APGD(StepSize, UpdateRule):
         d = per_sample(direction, x).to(grad.dtype)
         z = budget.project(x + eta * torch.sign(d * grad), x0)
         alpha = 1.0 if k == 0 else self.momentum
-        moved = budget.project(x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"]), x0)
+        moved = x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"])  # projected by the engine
         state["x_prev"] = x
         return moved, state
 

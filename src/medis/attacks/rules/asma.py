@@ -41,4 +41,4 @@ class ASMA(UpdateRule):
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
         multiplier = per_sample(self.multiplier(info.score, direction), x).to(x.dtype)
         ascent = per_sample(direction, x).to(grad.dtype) * grad - 2.0 * self.l2 * (x - x0)
-        return budget.project(x + multiplier * ascent, x0), state
+        return x + multiplier * ascent, state

@@ -1,24 +1,35 @@
-"""What every update rule is: parameters (dataclass fields), per-replica state (``init``) and ``step``.
+"""What every update rule is: parameters (dataclass fields), per-replica state (``init``), where
+its gradient is taken (``gradient_point``), how it is taken (``gradient``) and the ``step``.
 
 A rule moves the replicas' images ``x`` (R, C, H, W) along the input gradient ``grad`` of their
 surrogate losses, in ``direction`` (+1: ascend the loss away from the ground truth, untargeted;
-−1: descend it toward a target), and projects the result with the attack's budget. The engine knows
-no rule by name: it calls ``init`` once per batch and ``step`` after every backward pass, and keeps
-the state's rows of the replicas that move. A new rule is one module in this package (a subclass
-of :class:`UpdateRule`) plus one ``conf/attack/rule/<name>.yaml`` (docs/architecture.md).
+−1: descend it toward a target). The engine knows no rule by name; each step it runs the phases of
+:mod:`medis.attacks.engine.phases`, calling the rule's hooks:
+
+1. score and record the iterate (the engine alone);
+2. ``gradient_point``: where the gradient is taken (default: the iterate; NI-FGSM looks ahead);
+3. ``gradient``: the gradient there (default: one forward and backward pass; EOT averages several
+   randomly transformed ones), through the :class:`GradientAt` the engine hands it;
+4. ``step``: the proposed next iterate and the rule's new state;
+5. projection onto the budget (the engine alone: a rule never has to remember it).
+
+The engine calls ``init`` once per batch and keeps the state's rows of the replicas that move. A new
+rule is one module in this package (a subclass of :class:`UpdateRule`) plus one
+``conf/attack/rule/<name>.yaml`` (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 
 from medis.attacks.budget import Budget, check_number
 from medis.errors import ConfigError
 
-__all__ = ["Stage", "State", "StepInfo", "StepSize", "UpdateRule"]
+__all__ = ["Gradient", "GradientAt", "Stage", "State", "StepInfo", "StepSize", "Transform", "UpdateRule"]
 
 State = dict[str, torch.Tensor]
 """A rule's per-replica state: every tensor has the replicas as its first dimension."""
@@ -42,6 +53,38 @@ class StepInfo:
     position: int
     total: int
     cross_entropy: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The gradient a step moves along, and what was measured at its point.
+
+    Attributes:
+        grad: (R, C, H, W) the input gradient of each replica's surrogate loss at the gradient point.
+        loss: (R,) the surrogate losses there (detached).
+        cross_entropy: (R,) the plain mean binary cross-entropy there (detached), for rules whose
+            ``tracks_cross_entropy`` is true; else ``None``.
+    """
+
+    grad: torch.Tensor
+    loss: torch.Tensor
+    cross_entropy: torch.Tensor | None = None
+
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""A differentiable map of a (R, C, H, W) batch to a batch of the same shape (EOT's random draws)."""
+
+
+class GradientAt(Protocol):
+    """What the engine hands :meth:`UpdateRule.gradient`: ``at(point, transform)`` runs the victim on
+    ``transform(point)`` (``point`` itself when ``None``) and returns the :class:`Gradient` with
+    respect to ``point`` (R, C, H, W). ``seeds``: one integer per replica row, a function of the
+    run's seed, the replica (image id, loss) and the step alone, for draws that do not depend on
+    which replicas share the batch."""
+
+    seeds: Sequence[int]
+
+    def __call__(self, point: torch.Tensor, transform: Transform | None = None) -> Gradient: ...
 
 
 @dataclass(frozen=True)
@@ -98,19 +141,36 @@ class UpdateRule:
         """The per-replica state before the first update (default: none). x0 (R, C, H, W)."""
         return {}
 
+    def gradient_point(self, x: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
+                       budget: Budget) -> torch.Tensor:
+        """Where this step's gradient is taken, (R, C, H, W) (default: the iterate ``x`` itself, and
+        the engine then reuses the pass that scored it). Same arguments as :meth:`step`."""
+        return x
+
+    def gradient(self, point: torch.Tensor, at: GradientAt) -> Gradient:
+        """The gradient this step moves along (default: ``at(point)``, one forward and backward pass).
+
+        Args:
+            point: (R, C, H, W) the gradient point (:meth:`gradient_point`).
+            at: computes the gradient at a point, optionally through a transform.
+        """
+        return at(point)
+
     def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
         """One update of the replicas.
 
         Args:
-            x, grad, x0: (R, C, H, W) current images, loss gradients at them, clean images.
+            x, grad, x0: (R, C, H, W) current images, loss gradients at the gradient point, clean images.
             direction: (R,) +1 ascend (untargeted), −1 descend (targeted).
             state: these replicas' rows of the state (same keys as :meth:`init`'s).
             info: losses, scores and position of this step.
-            budget: the attack's budget (projection).
+            budget: the attack's budget (step sizes in units of eps; a rule may project its own
+                intermediate points).
 
         Returns:
-            (new images (R, C, H, W) in [0, 1] within the budget, new state with the same keys).
+            (proposed images (R, C, H, W), new state with the same keys). The engine projects the
+            proposal onto the budget (at the radius of the next iterate's stage) and into [0, 1].
         """
         raise NotImplementedError
 

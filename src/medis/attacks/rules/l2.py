@@ -27,4 +27,4 @@ class L2Step(StepSize, UpdateRule):
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
         d = per_sample(direction, x).to(grad.dtype)
         moved = x + self.alpha(budget) * d * grad / per_sample_norm(grad, 2)
-        return budget.project(moved, x0), state
+        return moved, state

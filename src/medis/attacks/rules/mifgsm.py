@@ -35,4 +35,4 @@ class MIFGSM(StepSize, UpdateRule):
         d = per_sample(direction, x).to(grad.dtype)
         momentum = self.momentum * state["momentum"] + grad / per_sample_norm(grad, 1)
         moved = x + self.alpha(budget) * torch.sign(d * momentum)
-        return budget.project(moved, x0), {"momentum": momentum}
+        return moved, {"momentum": momentum}

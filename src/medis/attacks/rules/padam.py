@@ -71,4 +71,4 @@ class PAdam(StepSize, UpdateRule):
         first = per_sample(1.0 - self.beta1 ** t, x).to(x.dtype)
         second = per_sample(torch.sqrt(1.0 - self.beta2 ** t), x).to(x.dtype)
         step = self.alpha(budget) * (m / first) / (torch.sqrt(v_max) / second + self.adam_eps)
-        return budget.project(x + step, x0), {"m": m, "v": v, "v_max": v_max, "t": t}
+        return x + step, {"m": m, "v": v, "v_max": v_max, "t": t}

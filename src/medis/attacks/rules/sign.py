@@ -28,4 +28,4 @@ class SignStep(StepSize, UpdateRule):
         """See :meth:`UpdateRule.step`; every pixel with a nonzero gradient moves by exactly α."""
         d = per_sample(direction, x).to(grad.dtype)
         moved = torch.sign(grad).mul_(self.alpha(budget) * torch.sign(d)).add_(x)  # x + α·sign(d·g), one pass
-        return budget.project(moved, x0), state
+        return moved, state

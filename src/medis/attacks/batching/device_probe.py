@@ -1,0 +1,214 @@
+"""The automatic replica batch (``engine.max_batch=auto``): the largest batch of replicas whose
+forward pass, losses and input gradient fit in the GPU's memory.
+
+Doubling, then bisection (:func:`search_max_batch`), catching ``torch.OutOfMemoryError``, with a
+safety margin, cached per model, image size, losses, precision and device (:func:`auto_max_batch`).
+On a CPU (or any device but CUDA) all active replicas go at once.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Callable, Iterable, Mapping, MutableMapping, Sequence
+
+import torch
+from torch import nn
+
+from medis.attacks.batching.loss_size import loss_shape
+from medis.attacks.engine.replicas import LossFn, replica_losses
+from medis.errors import MedisError
+from medis.losses import LossContext
+from medis.models.frontend import VictimOutput, frozen
+from medis.models.wrappers import ChannelsLastNet, victim_precision
+
+__all__ = ["AUTO", "MAX_BATCH_CACHE", "MaxBatchError", "auto_max_batch", "fits_in_memory", "max_batch_key",
+           "search_max_batch"]
+
+VictimFn = Callable[[torch.Tensor], VictimOutput]
+AUTO = "auto"
+"""``engine.max_batch`` value: the largest replica batch that fits (CUDA; all replicas on CPU)."""
+MAX_BATCH_CACHE: dict[tuple, tuple[int, int]] = {}
+"""(largest replica batch that ran, the ``upper`` it was searched up to) found by :func:`auto_max_batch`,
+per :func:`max_batch_key`."""
+
+
+class MaxBatchError(MedisError, RuntimeError):
+    """Not even one replica's forward, loss and input gradient fit in the device's memory."""
+
+
+def search_max_batch(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest n in [1, upper] with ``fits(n)``, for a ``fits`` that holds up to a threshold.
+
+    Doubles n from 1 until ``fits`` fails or n reaches ``upper`` (n = upper is tried), then bisects
+    between the last success and the first failure: about 2·log2(answer) calls.
+
+    Raises:
+        ValueError: ``upper`` < 1.
+        MaxBatchError: even ``fits(1)`` fails.
+    """
+    if upper < 1:
+        raise ValueError(f"upper must be >= 1, got {upper}")
+    if not fits(1):
+        raise MaxBatchError("not even a batch of 1 replica fits in memory")
+    good, bad = 1, None
+    while good < upper:
+        n = min(2 * good, upper)
+        if not fits(n):
+            bad = n
+            break
+        good = n
+    if bad is None:
+        return good
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if fits(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def attack_step_probe(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
+                      device: torch.device | str, loss_size: int | None = None,
+                      dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
+    """One engine step at replica batch n, as a function of n (raises ``torch.OutOfMemoryError``).
+
+    The step is the engine's chunk: a forward of n random (n, C, H, W) images with input gradient
+    enabled, the K losses on consecutive blocks of about n/K rows each (the engine's loss-major
+    replicas) against a random (n, 1, h, w) mask (h, w: the loss resolution,
+    :func:`~medis.attacks.batching.loss_size.loss_shape` of ``loss_size``), one backward to the input.
+    The images are of ``dtype`` (the attacked images').
+    Call it with the network frozen (:func:`medis.models.frontend.frozen`), as the engine does.
+    """
+    device = torch.device(device)
+    full = (int(image_shape[1]), int(image_shape[2]))
+    size = loss_shape(full, loss_size)
+
+    def step(n: int) -> None:
+        generator = torch.Generator().manual_seed(n)
+        x = torch.rand(n, *image_shape, generator=generator, dtype=dtype).to(device).requires_grad_(True)
+        reference = (torch.rand(n, 1, *size, generator=generator) > 0.5).to(device, dtype)
+        loss_of = torch.arange(n) * len(loss_fns) // n
+        with torch.enable_grad():  # as the engine: also inside a test loop's no_grad
+            out = victim(x) if size == full else victim(x, size)
+            losses = replica_losses(out, reference, loss_of, loss_fns, LossContext())
+            torch.autograd.grad(losses.sum(), x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+def _release(device: torch.device, failed: bool) -> None:
+    """Give cached, now unused blocks back to the device (CUDA), so the next try starts clean; after a
+    failure, first collect whatever the failed step left in reference cycles."""
+    if device.type == "cuda":
+        if failed:
+            gc.collect()
+        torch.cuda.empty_cache()
+
+
+def fits_in_memory(step: Callable[[int], None], device: torch.device | str) -> Callable[[int], bool]:
+    """``fits(n)``: whether ``step(n)`` runs without ``torch.OutOfMemoryError``.
+
+    The error (and with it its traceback's frames, which hold the step's tensors) is dropped before
+    the device cache is emptied, after every try.
+    """
+    device = torch.device(device)
+
+    def fits(n: int) -> bool:
+        try:
+            step(n)
+            ok = True
+        except torch.OutOfMemoryError:
+            ok = False
+        _release(device, failed=not ok)
+        return ok
+
+    return fits
+
+
+def _module_signature(module: nn.Module) -> tuple:
+    """What determines a network's memory: its wrappers' and its own class, parameter count, dtype."""
+    names = []
+    while True:
+        names.append(type(module).__qualname__)
+        inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and isinstance(module, ChannelsLastNet):
+            inner = module.net
+        if not isinstance(inner, nn.Module):
+            break
+        module = inner
+    params = list(module.parameters())
+    return "/".join(names), sum(p.numel() for p in params), str(params[0].dtype) if params else None
+
+
+def max_batch_key(victim: VictimFn, loss_names: Iterable[str], image_shape: Sequence[int],
+                  device: torch.device | str, loss_size: int | None = None) -> tuple:
+    """The cache key of :func:`auto_max_batch`: (network signature (classes incl. the layout and
+    compile wrappers, parameter count, weight dtype), network input size, image shape (C, H, W),
+    loss names (so their number too), precision, device, loss resolution)."""
+    model = getattr(victim, "model", victim)
+    signature = _module_signature(model) if isinstance(model, nn.Module) else (type(victim).__qualname__,)
+    size = getattr(victim, "size", None)
+    return (signature, tuple(size) if isinstance(size, (tuple, list)) else size, tuple(int(s) for s in image_shape),
+            tuple(loss_names), victim_precision(victim), str(torch.device(device)), loss_size)
+
+
+def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
+                   device: torch.device | str, *, upper: int = 1024, margin: float = 0.9,
+                   cache: MutableMapping[tuple, tuple[int, int]] | None = None,
+                   probe_devices: Sequence[str] = ("cuda",), step: Callable[[int], None] | None = None,
+                   loss_size: int | None = None) -> int | None:
+    """The replica batch (``EngineOptions.max_batch``) that fits in the device's memory.
+
+    On a device type outside ``probe_devices`` (by default anything but CUDA) returns ``None``
+    without probing: all active replicas in one pass. On CUDA, :func:`search_max_batch` tries one
+    engine step (:func:`attack_step_probe`: forward, per-replica losses, input gradient) at batch
+    sizes up to ``upper``, the network frozen as in the engine, catching ``torch.OutOfMemoryError``
+    and emptying the CUDA cache between tries. The largest batch that ran is cached under
+    :func:`max_batch_key` (so the search runs once per model, image size, losses, precision and
+    device; again only if it stopped at its ``upper`` and a larger one is asked for) and returned
+    times ``margin`` (at least 1).
+
+    The margin covers what the probe does not hold: the engine's per-replica state (start, current
+    and chosen images, momentum: about four (3, H, W) float32 tensors per replica of the whole
+    batch, not only of the chunk), the allocator's fragmentation, and other work on the device.
+
+    Args:
+        victim: (R, 3, H, W) in [0, 1] -> :class:`VictimOutput` (wrappers of this module included).
+        loss_fns: ``{name: fn(VictimOutput, reference (R, 1, H, W), LossContext) -> (R,)}``
+            (:func:`medis.losses.build_loss`).
+        image_shape: (C, H, W) of the images (the original size, as the engine gets them).
+        device: where the attack runs.
+        upper: the largest batch tried.
+        margin: fraction of the largest batch that ran which is returned (0 < margin <= 1).
+        cache: ``{key: (found, upper searched)}`` (default: the module's :data:`MAX_BATCH_CACHE`).
+        probe_devices: device types on which to probe (tests add ``cpu``).
+        step: ``step(n)`` runs one step at batch n and raises ``torch.OutOfMemoryError`` if it does not
+            fit (default: :func:`attack_step_probe` of this victim and these losses).
+        loss_size: the engine's loss resolution (``engine.loss_size``).
+
+    Raises:
+        ValueError: ``margin`` outside (0, 1] or ``upper`` < 1.
+        MaxBatchError: not even one replica fits.
+    """
+    device = torch.device(device)
+    if not 0.0 < margin <= 1.0:
+        raise ValueError(f"margin must be in (0, 1], got {margin}")
+    if device.type not in probe_devices:
+        return None
+    cache = MAX_BATCH_CACHE if cache is None else cache
+    key = max_batch_key(victim, loss_fns, image_shape, device, loss_size)
+    found, searched = cache.get(key, (0, 0))
+    if found == searched < upper:  # never searched, or capped by a smaller upper: the limit is unknown
+        step = step or attack_step_probe(victim, loss_fns, image_shape, device, loss_size)
+        with frozen(getattr(victim, "model", victim)):
+            try:
+                found, searched = search_max_batch(fits_in_memory(step, device), upper), upper
+            except MaxBatchError as err:
+                raise MaxBatchError(f"not even 1 replica of a {'x'.join(map(str, image_shape))} image with losses "
+                                    f"{', '.join(loss_fns)} fits in {device}'s memory "
+                                    f"(precision {victim_precision(victim)})") from err
+        cache[key] = (found, searched)
+    return max(1, int(min(found, upper) * margin))

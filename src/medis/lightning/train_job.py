@@ -1,0 +1,135 @@
+"""What ``train.py`` runs: compose the pieces of a training run from a Hydra config and fit.
+
+Order: seed everything (and log the seed) -> data module -> network -> Res2Net ImageNet weights
+(``backbone_weights``) -> transfer weights (``init_from``: the official PraNet checkpoint or one of
+ours) -> SegmentationModule -> callbacks, loggers (a CSV logger is always added) -> Trainer.fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from medis.config.schema import check_config
+from medis.data.transforms import RESIZE_ANTIALIAS
+from medis.errors import ConfigError
+from medis.lightning.run_identity import RunIdentity, run_identity
+from medis.models.checkpoints import load_weights
+from medis.runtime.run_info import ensure_writable, write_run_info
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group node that has a ``_target_``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig, identity: RunIdentity | None = None) -> list[Logger]:
+    """The configured loggers, plus a CSVLogger in the run folder when none is configured. A W&B
+    logger whose ``name``, ``group`` or ``tags`` the config leaves empty gets those of ``identity``."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if not (isinstance(node, DictConfig) and "_target_" in node):
+            continue
+        named: dict[str, Any] = {}
+        if identity is not None and str(node._target_).endswith("WandbLogger"):
+            named = {key: value for key, value in (("name", identity.name), ("group", identity.group),
+                                                   ("tags", list(identity.tags))) if not node.get(key)}
+        loggers.append(instantiate(node, **named))
+    if not any(isinstance(logger, CSVLogger) for logger in loggers):
+        loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
+    return loggers
+
+
+@contextlib.contextmanager
+def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
+    """The Trainer of a train or attack job: configured callbacks and loggers (CSV always), the
+    comparison keys of :func:`run_identity` (``eps``, ``target``, ...) and the resolved config (under
+    ``config``) logged as hyperparameters, and W&B finished on exit so that each job of a
+    multirun gets its own W&B run."""
+    ensure_writable(cfg.paths.output_dir)
+    identity = run_identity(cfg)
+    loggers = build_loggers(cfg, identity)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    try:
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_kwargs)
+    except Exception as err:  # noqa: BLE001 - only a missing accelerator package becomes a user error
+        missing = err.__cause__ if isinstance(err.__cause__, ImportError) else err
+        if not isinstance(missing, ImportError):
+            raise
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.get('accelerator')!r} needs a package this machine "
+                          f"lacks: {missing}") from None
+    hparams = {**identity.config, "config": OmegaConf.to_container(cfg, resolve=True)}
+    if trainer.is_global_zero:
+        write_run_info(cfg.paths.output_dir, cfg.get("seed"))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    try:
+        yield trainer
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured (see ``conf/train.yaml``).
+
+    Returns:
+        ``{"best_val_dice", "best_checkpoint", "last_checkpoint", "metrics"}``; ``best_val_dice`` is
+        ``None`` when no validation ran.
+    """
+    check_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model.net)
+    if cfg.get("backbone_weights"):
+        load_weights(net, cfg.backbone_weights, kind="backbone")
+        log.info("loaded backbone weights from %s", cfg.backbone_weights)
+    if cfg.get("init_from"):
+        kind = load_weights(net, cfg.init_from)
+        log.info("initialised the network from %s (%s checkpoint)", cfg.init_from, kind)
+    module = instantiate(cfg.module, net=net)
+    module.remember_victim(trained_victim(cfg))  # not through instantiate: its net config would be built
+    with job_trainer(cfg) as trainer:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return _report(trainer)
+
+
+def trained_victim(cfg: DictConfig) -> dict[str, Any]:
+    """What this run's checkpoints carry of the victim it trains, besides the module's own
+    ``val_fusion``, ``mean`` and ``std`` (:mod:`medis.models.victim_spec`): the network's config,
+    the input size the loaders resize to, and whether that resize antialiases."""
+    return {"net": OmegaConf.to_container(cfg.model.net, resolve=True), "input_size": int(cfg.data.image_size),
+            "antialias": RESIZE_ANTIALIAS}
+
+
+def _report(trainer: pl.Trainer) -> dict[str, Any]:
+    """Print and return the run's final numbers."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    result = {
+        "best_val_dice": float(best) if best is not None else metrics.get("val/dice"),
+        "best_checkpoint": checkpoint.best_model_path if checkpoint is not None else None,
+        "last_checkpoint": checkpoint.last_model_path if checkpoint is not None else None,
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val/dice", "val/iou", "val/jaccard_thresholded")
+                          if k in metrics)
+        print(f"final: {shown or 'no validation metrics'}")
+        if result["best_val_dice"] is not None:
+            print(f"best val/dice {result['best_val_dice']:.4f}; checkpoint: {result['best_checkpoint'] or '-'}")
+    return result
