@@ -80,6 +80,10 @@ def quartered(attack):
 
 
 def lowest(record) -> float:
+    """A record's worst case: its best admissible iterate's mIoU at full size (``worst_metric``), the
+    lowest of its trajectory for a record without one (set aside: the clean image's)."""
+    if record.worst_metric is not None:
+        return record.worst_metric
     return min(v for v in record.trajectory if not math.isnan(v))
 
 

@@ -31,6 +31,7 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("trained")
     done = run_entry("train.py", root, "experiment=demo_train", "model.input_size=64", "trainer.max_epochs=15",
+                     "trainer.precision=32-true",
                      "data.batch_size=8", "module.scales=[1.0]", "logger=csv", "callbacks.val_predictions=null",
                      images=60)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -130,14 +130,15 @@ def test_apgd_follows_the_tracked_cross_entropy_not_the_masked_loss() -> None:
     tracking the loss would keep the first iterate as the best and halve the step at every
     checkpoint; SEA's tracked cross-entropy keeps the step and the latest point."""
     rule, budget = APGD(step_size_eps=2.0), Budget(eps=8 / 255)
-    assert rule.tracks_cross_entropy and not APGD(track="loss").tracks_cross_entropy
+    assert (rule.tracked_loss("masked_bce"), rule.tracked_loss("masked_logit")) == ("bce", "normalized_logit")  # SEA
+    assert APGD(track="ce").tracked_loss("masked_logit") == "bce" and APGD(track="loss").tracked_loss("js") is None
     x0 = torch.full((1, 1, 4, 4), 0.5)
     for tracked, halves in (("ce", False), ("loss", True)):
         rule = APGD(step_size_eps=2.0, track=tracked)
         state, x = rule.init(x0, budget), x0.clone()
         for position in range(23):
             info = StepInfo(torch.tensor([1.0 - 0.01 * position]), torch.tensor([0.5]), position, 100,
-                            cross_entropy=torch.tensor([0.01 * position]))
+                            tracked=torch.tensor([0.01 * position]))
             x, state = advance(rule, x, torch.ones_like(x0) * (-1) ** position, x0, torch.tensor([1.0]), state, info,
                                  budget)
         assert (state["eta"].item() < 2 * budget.eps) == halves, tracked
@@ -207,22 +208,32 @@ def test_dag_pixel_set_shrinks_until_empty_and_the_attack_stops() -> None:
 
 
 class Shifted(Threshold):
-    """A second model: foreground iff red > 0.52 (a different decision boundary)."""
+    """A second model: foreground iff red > 0.5 + ``shift``/255 (a different decision boundary)."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.boundary = 0.5 + shift / 255
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * (x[:, :1] - 0.52)
+        return self.scale * (x[:, :1] - self.boundary)
 
 
-def test_transfer_judges_the_best_image_on_the_other_model() -> None:
+@pytest.mark.parametrize("shift", [1.5, 5.1])
+def test_transfer_judges_both_images_and_sets_aside_what_the_other_model_fails(shift: float) -> None:
+    """The staircase's pixels sit 2.5/255 from 0.5 and all flip after 3 sign steps of 1/255. A model
+    whose boundary lies 1.5/255 higher gets the clean image right and the adversarial one wrong: a
+    transfer. One 5.1/255 higher already calls every clean pixel background: its verdict on the
+    adversarial image says nothing about the attack, and is set aside."""
     image, gt = staircase(flip_rows=False)
-    other = Victim(Shifted(), SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion="clean")
+    other = Victim(Shifted(shift), SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion="clean")
     attack = Attack(budget={"steps": 6}, criteria={"stop": "exact"}, losses=["bce"])
     (record,) = run_attack(toy_victim(), image, gt, attack, transfer_to=other).records
-    assert record["success"] and record["trajectory"][-1] == 0.0
-    # 6 steps of 1/255 move each pixel 6/255 (offsets 2.5/255): the shifted boundary (5.1/255 above
-    # 0.5) is crossed by background pixels pushed up but not by foreground pushed down (8.6/255 away)
-    assert record["transfer_metric"] > record["trajectory"][-1]
-    assert record["transfer_success"] == (record["transfer_metric"] <= 0.5)
+    assert record["success"] and record["steps"] == 3 and record["worst_steps"] == 3
+    assert record["transfer_metric"] == record["worst_transfer_metric"] == pytest.approx(0.25)  # all background
+    if shift < 2.5:
+        assert record["transfer_success"] is True and record["worst_transfer_success"] is True
+    else:
+        assert record["transfer_success"] is None and record["worst_transfer_success"] is None
     assert run_attack(toy_victim(), image, gt, attack).records[0]["transfer_metric"] is None
 
 

@@ -10,9 +10,11 @@ from medis.errors import ConfigError
 
 
 def test_paper_defaults() -> None:
-    untargeted, targeted = Criteria(targeted=False), Criteria(targeted=True)
+    untargeted, targeted = Criteria(targeted=False, mode="paper"), Criteria(targeted=True, mode="paper")
     assert (untargeted.stop_at, untargeted.success_at) == (0.2, 0.5)
     assert (targeted.stop_at, targeted.success_at) == (0.95, 0.45)
+    # clean mode: half of each side of the target (medis.metrics.segmentation.target_attainment)
+    assert Criteria(targeted=True, mode="clean").success_at == 0.5 == Criteria(targeted=False).success_at
     scores = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.6, 0.95, 0.96])
     assert untargeted.stops(scores).tolist() == [True, True, False, False, False, False, False]
     assert untargeted.succeeds(scores).tolist() == [True, True, True, True, False, False, False]

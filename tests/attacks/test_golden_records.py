@@ -4,13 +4,17 @@ change meant to alter records re-pins them (``python -m tests.attacks.golden > .
 that says why. The first pins held across the reorganisation of the attack core into composable
 parts; the second came with clean mode's earned verdicts, logit losses and per-replica random
 starts (paper-mode runs kept every value, bar the per-loss random targets equal to a ground truth,
-now skipped, and the float64 normalisation constants of these float64 victims)."""
+now skipped, and the float64 normalisation constants of these float64 victims). The third came with
+whole verdicts: APGD's momentum memory copied (it was a view the engine overwrote) and its checkpoint
+rules and tracked losses those of the authors' code, the two-sided targeted score, the floor on the
+losses whose gradient could vanish, the real pipeline through the loaders' own resize on an 8-bit file
+within the budget, transfer verdicts on the chosen image, and the worst-case columns (paper-mode runs
+kept every value but the real pipeline's)."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -157,7 +157,7 @@ def test_eot_gradient_is_the_mean_of_the_per_draw_gradients() -> None:
                              for s in seeds]).double()
         draws.append(2 * weights * (point + 0.1 * noise))
     torch.testing.assert_close(found.grad, torch.stack(draws).mean(0))
-    assert found.cross_entropy is not None and torch.allclose(found.cross_entropy, 2 * found.loss)
+    assert found.tracked is not None and torch.allclose(found.tracked, 2 * found.loss)
     assert not torch.allclose(draws[0], draws[1])  # the draws differ
 
 

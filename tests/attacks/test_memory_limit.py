@@ -156,7 +156,7 @@ def _limit_for(victim: Victim, losses: list[str], replicas: int) -> int:
     """A limit that holds the state of 3 images × 3 losses and the steps of exactly ``replicas``."""
     fns = {name: build_loss(name) for name in losses}
     cost = measure_step_cost(victim, fns, 3, torch.device("cpu"))
-    return int(state_bytes((3, 96, 128), 3, 9, {}, False) + replicas * cost(96 * 128)) + 1
+    return int(state_bytes((3, 96, 128), 3, 9, {}, True) + replicas * cost(96 * 128)) + 1
 
 
 def test_a_too_small_limit_stops_the_attack_with_one_line() -> None:

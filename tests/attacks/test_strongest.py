@@ -123,12 +123,12 @@ def test_each_stage_restarts_apgd_at_its_radius_from_the_previous_best_iterate()
     for position in range(4):
         seen[position] = x.clone()
         step_info = StepInfo(loss=torch.zeros(2), score=torch.full((2,), scores[position]), position=position,
-                             total=total, cross_entropy=torch.full((2,), float(position)))
+                             total=total, tracked=torch.full((2,), float(position)))
         x, state = advance(rule, x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
         assert float((x - x0).abs().max()) <= 2 * EPS + 1e-7
     torch.testing.assert_close(x, Budget(eps=1.5 * EPS).project(seen[1], x0))  # the move
     step_info = StepInfo(loss=torch.zeros(2), score=torch.full((2,), 0.5), position=4, total=total,
-                         cross_entropy=torch.zeros(2))
+                         tracked=torch.zeros(2))
     _, state = advance(rule, x, torch.ones_like(x), x0, torch.ones(2), state, step_info, budget)
     assert torch.allclose(state["eta"], torch.full((2,), 3 * EPS))
 

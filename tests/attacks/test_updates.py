@@ -429,12 +429,12 @@ def test_replica_update_does_not_depend_on_the_others(rule):
     if rule == "mifgsm":
         state["momentum"] = randn(n, 2, 6, 6, seed=21) * 0.01
     info = StepInfo(loss=torch.tensor([0.3, 0.2, 0.9, 0.1]), score=torch.tensor([0.7, 0.1, 0.4, 0.9]), position=1,
-                    total=10, cross_entropy=torch.tensor([0.5, 0.6, 0.1, 0.2]))
+                    total=10, tracked=torch.tensor([0.5, 0.6, 0.1, 0.2]))
 
     def rows(r: int) -> tuple:
         sl = slice(r, r + 1)
         return {k: v[sl] for k, v in state.items()}, StepInfo(info.loss[sl], info.score[sl], 1, 10,
-                                                               info.cross_entropy[sl])
+                                                               info.tracked[sl])
 
     new, new_state = advance(rule_obj, x, grad, x0, direction, state, info, budget)
     for r in range(n):

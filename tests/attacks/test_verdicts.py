@@ -14,7 +14,7 @@ from medis.models.frontend import IMAGENET_MEAN, Victim
 from medis.reporting.summary import summary_markdown, summary_rows
 from medis.results.fusion import fuse, per_loss_table
 
-from .test_engine import SIZE, Threshold, bce, staircase, toy_victim
+from .test_engine import SIZE, bce, staircase, toy_victim
 
 
 def small_lesion() -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,7 @@ class AtPoint52(torch.nn.Module):
         return 100.0 * (x[:, :1] - 0.52)
 
 
-def test_the_real_pipeline_rounds_to_8_bits_and_resizes_with_pil() -> None:
+def test_the_real_pipeline_rounds_to_8_bits_and_resizes_as_the_loader() -> None:
     victim = Victim(AtPoint52(), 8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fusion="clean")
     x = torch.full((1, 3, 16, 16), 0.52 - 0.05 / 255)  # 132.55/255: background as a float image ...
     assert bool((victim(x).prob < 0.5).all())

@@ -81,7 +81,6 @@ def test_segpgd_weights_the_pixels_still_to_be_won_first_in_both_directions() ->
     when untargeted, those not yet at the target when targeted (not the ones already there)."""
     m = torch.tensor([[[[1.0, 0.0]]]])
     z = torch.tensor([[[[2.0, 3.0]]]], requires_grad=True)  # pixel 0 agrees with m, pixel 1 does not
-    out = lambda: Victim.__new__(Victim)  # noqa: E731 (unused: build_loss reads VictimOutput only)
     from medis.models.frontend import fused_output
 
     for targeted, winning in ((False, 0), (True, 1)):
@@ -90,3 +89,23 @@ def test_segpgd_weights_the_pixels_still_to_be_won_first_in_both_directions() ->
                                                                                  targeted=targeted))
         loss.sum().backward()
         assert z.grad[0, 0, 0, winning] != 0 and z.grad[0, 0, 0, 1 - winning] == 0, targeted
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_pixel_still_to_win_has_a_gradient(name: str, kind: str) -> None:
+    """Not only per image: at every confident pixel (|z| from 15 to 40) that the attack must still
+    win, each loss moves the input. The saturated victim's logit of a pixel reads that pixel's red
+    value alone, so its input gradient there is 80 times the loss's derivative in that logit."""
+    victim, images, masks = saturated_case()
+    others = [torch.roll(masks[0], 5, -1), masks[1].flip(-1), masks[0].flip(-2)]
+    pooled = TARGET_KINDS[kind].pooled
+    references = torch.stack(make_targets(kind, list(masks), pool=[*masks, *others] if pooled else None))
+    targeted = TARGET_KINDS[kind].targeted
+    x = images.clone().requires_grad_(True)
+    context = LossContext(step=0, total_steps=10, targeted=targeted)
+    loss = build_loss(name, "clean")(victim(x), references, context).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    to_win = (masks != references) if targeted else torch.ones_like(masks, dtype=torch.bool)
+    dead = (grad[:, :1] == 0) & to_win
+    assert not dead.any(), f"{name} toward {kind}: {int(dead.sum())} of {int(to_win.sum())} pixels to win have no gradient"

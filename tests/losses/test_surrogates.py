@@ -93,8 +93,9 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     n = pix[0].numel()
     d = dice_ref(p, m)
     bce = pix.flatten(1).mean(1)
+    floor = 1e-6 * bce  # where the loss's own gradient can vanish (medis.losses.logits.with_floor)
     if name == "logcosh_dice":
-        return torch.log(torch.cosh(1 - d))
+        return torch.log(torch.cosh(1 - d)) + floor
     if name == "bce_dice":
         return bce + 1 - d
     if name == "exp_log":
@@ -103,7 +104,7 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
         return sum(structure_ref(zk, m, weighted_bce=True) for zk in out.side_logits)
     if name == "lovasz":
         return torch.tensor([lovasz_brute(zi.flatten().tolist(), mi.flatten().tolist(), smooth=True)
-                             for zi, mi in zip(z, m)])
+                             for zi, mi in zip(z, m)]) + floor
     if name == "combined":
         parts = {k: reference_loss(k, mode, out, m, ctx)
                  for k in ("structure", "logcosh_dice", "bce_dice", "exp_log", "lovasz")}
@@ -112,10 +113,10 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     if name == "bce":
         return bce
     if name == "dice":
-        return 1 - d
+        return 1 - d + floor
     if name == "tversky":
         tp, fp, fn = (p * m).sum((1, 2, 3)), (p * (1 - m)).sum((1, 2, 3)), ((1 - p) * m).sum((1, 2, 3))
-        return 1 - tp / (tp + 0.3 * fp + 0.7 * fn)
+        return 1 - tp / (tp + 0.3 * fp + 0.7 * fn) + floor
     if name == "cosine":  # 1 - cos((log(1 - P), log P), one-hot M), pixel mean
         s_fg, s_bg = torch.log(p), torch.log(1 - p)
         own = torch.where(m == 1, s_fg, s_bg)
@@ -123,7 +124,7 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
     if name == "focal":
         p_t = torch.where(m == 1, p, 1 - p)
         a_t = torch.where(m == 1, 0.25, 0.75)
-        return (-a_t * (1 - p_t) ** 2 * torch.log(p_t)).flatten(1).mean(1)
+        return (-a_t * (1 - p_t) ** 2 * torch.log(p_t)).flatten(1).mean(1) + floor
     # the pixel set: still right (untargeted) / not yet at the target (targeted)
     right = ((z > 0).float() == m).float()
     todo = (1 - right) if ctx.targeted else right
@@ -145,6 +146,8 @@ def reference_loss(name: str, mode: str, out: VictimOutput, m: torch.Tensor, ctx
             return terms[0] + terms[1]
 
         return ((kl(p, 1 - p) + kl(m, 1 - m)) / 2).flatten(1).mean(1)
+    if name == "normalized_logit":
+        return -(torch.where(m == 1, 1.0, -1.0) * z / torch.sqrt(1 + z ** 2)).sum((1, 2, 3)) / n
     if name == "masked_logit":
         return -(todo * torch.where(m == 1, 1.0, -1.0) * z / torch.sqrt(1 + z ** 2)).sum((1, 2, 3)) / n
     if name == "dag":  # logit of the adversarial class minus the reference's: (1 - 2M) z

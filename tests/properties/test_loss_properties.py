@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medis.losses import LOSS_NAMES, LossContext, build_loss
-from medis.losses.base import MODES
+from medis.losses.base import LOSSES, MODES
 from medis.models.frontend import FUSIONS, VictimOutput, fuse_side_outputs
 
 PROFILE = settings(max_examples=12, deadline=None, database=None,
@@ -38,9 +38,10 @@ PROFILE = settings(max_examples=12, deadline=None, database=None,
 #   lovasz: relu(errors) times the increments of the monotone Jaccard set function (>= 0);
 #   combined: positive weights of the above;
 #   masked_bce: BCE on the pixel set; js: a divergence.
-# Excluded: masked_logit, dag and asma are signed margins / sums over the pixel set (SEA, DAG, ASMA). A tolerance of a few float32 ulps is allowed (log cosh near 0 is computed as
+# Excluded: the losses registered with non_negative=False, signed margins such as SEA's normalised logit, DAG and
+# ASMA. A tolerance of a few float32 ulps is allowed (log cosh near 0 is computed as
 # x + softplus(-2x) - log 2, a difference of nearly equal numbers).
-NON_NEGATIVE = frozenset(LOSS_NAMES) - {"masked_logit", "dag", "asma"}
+NON_NEGATIVE = frozenset(name for name in LOSS_NAMES if LOSSES[name].non_negative)
 NEG_TOL = 1e-6
 
 CASES = list(product(LOSS_NAMES, MODES))

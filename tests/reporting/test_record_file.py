@@ -29,7 +29,10 @@ def test_columns_fixed_order() -> None:
     assert RECORD_COLUMNS[:6] == ("dataset", "image_id", "target", "loss", "mode", "eps")
     assert RECORD_COLUMNS[16] == "trajectory"
     assert RECORD_COLUMNS[17:] == ("attack", "forwards", "backwards", "transfer_metric", "transfer_success",
-                                   "set_aside", "clean_metric", "real_metric", "real_success")
+                                   "set_aside", "clean_metric", "real_metric", "real_success", "worst_metric",
+                                   "worst_steps", "worst_linf", "worst_l2", "worst_ssim", "worst_psnr",
+                                   "worst_real_metric", "worst_real_success", "worst_transfer_metric",
+                                   "worst_transfer_success")
 
 
 def test_optional_attack_columns_round_trip(tmp_path: Path) -> None:
@@ -145,7 +148,7 @@ def test_wrong_field_count_raises_with_line_number(tmp_path: Path) -> None:
         writer.append([rec("a"), rec("b")])
     with open(path, "a") as handle:
         handle.write("kvasir,c,untargeted\n")  # a complete but malformed line: line 4
-    with pytest.raises(DataError, match=r"records\.csv: line 4: 3 fields, expected 26"):
+    with pytest.raises(DataError, match=rf"records\.csv: line 4: 3 fields, expected {len(RECORD_COLUMNS)}"):
         read_records(path)
 
 

@@ -73,6 +73,11 @@ class Budget:
         """``x`` projected onto the budget around ``x0`` and clamped to [0, 1]. (R, C, H, W) -> same."""
         return self.ball.project(x, x0)
 
+    def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The 8-bit image of ``x`` within the budget around ``x0`` (:meth:`Ball.quantize`): what a
+        file of the adversarial image holds. (R, C, H, W) -> same."""
+        return self.ball.quantize(x, x0)
+
     def scaled(self, factor: float) -> Budget:
         """This budget with its radius times ``factor`` (a stage of a progressive schedule); itself when
         ``factor`` is 1 or the budget is unbounded."""

@@ -4,8 +4,10 @@ Each record is a score of the current prediction against the reference: mIoU wit
 (untargeted: the attacker wants it LOW) or with the target (targeted: HIGH).
 
 - stop: untargeted score <= 0.2; targeted score >= 0.95 (the attack stops iterating);
-- success: untargeted score <= 0.5; targeted score >= 0.45 (judged on the corrected score: the
-  paper doubles the mIoU of all-white/all-black targets).
+- success: untargeted score <= 0.5; targeted score >= 0.45 in paper mode (judged on the corrected
+  score: the paper doubles the mIoU of all-white/all-black targets), >= 0.5 in clean mode, whose
+  targeted score is the least attained side of the target (:func:`medis.metrics.segmentation.target_attainment`):
+  at least half of each side.
 
 Bookkeeping (``mode``):
 
@@ -33,6 +35,8 @@ from medis.errors import ConfigError
 MODES = ("clean", "paper")
 DEFAULT_STOP = {False: 0.2, True: 0.95}      # keyed by targeted
 DEFAULT_SUCCESS = {False: 0.5, True: 0.45}
+CLEAN_TARGETED_SUCCESS = 0.5
+"""Clean mode's targeted success: at least half of each side of the target attained."""
 EXACT = "exact"
 """``stop_threshold`` value: stop only at a perfect score."""
 NEVER = "never"
@@ -48,7 +52,8 @@ class Thresholds:
         stop: stop iterating once the score reaches it; ``None``: 0.2 untargeted / 0.95 targeted;
             ``"exact"``: only at a perfect score (every pixel won: DAG's rule, or "run to the limit");
             ``"never"``: run every step whatever the score (equal work, for benchmarks).
-        success: the success threshold; ``None``: 0.5 untargeted / 0.45 targeted.
+        success: the success threshold; ``None``: 0.5 untargeted / 0.45 targeted (paper mode) / 0.5
+            targeted (clean mode: half of each side of the target).
     """
 
     stop: float | str | None = None
@@ -99,7 +104,9 @@ class Criteria:
 
     @property
     def success_at(self) -> float:
-        return DEFAULT_SUCCESS[self.targeted] if self.success_threshold is None else self.success_threshold
+        if self.success_threshold is not None:
+            return self.success_threshold
+        return CLEAN_TARGETED_SUCCESS if self.targeted and self.mode == "clean" else DEFAULT_SUCCESS[self.targeted]
 
     @property
     def records(self) -> int:

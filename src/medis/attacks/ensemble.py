@@ -12,8 +12,9 @@ Two orders:
 
 - parallel (``cascade=False``): every member attacks every image, as the papers' protocols do;
 - cascade (``cascade=True``): the members run in order and an image leaves as soon as it is
-  broken, i.e. some record's score reached the ``floor`` (two-class mIoU <= floor untargeted, target
-  attainment >= 1 - floor targeted; with floor 0 the score cannot get worse). Every member stops a
+  broken, i.e. some record's worst case (its best admissible iterate, scored at full size:
+  :func:`worst_score`) reached the ``floor`` (two-class mIoU <= floor untargeted, target attainment
+  >= 1 - floor targeted; with floor 0 the score cannot get worse). Every member stops a
   replica at the floor, and an image's other losses with it (``EngineOptions.stop_image``); later
   members only get the images still standing. An image's worst case is the best any member found
   on it, so the cascade is as strong as running every member on every image, up to the floor,
@@ -46,7 +47,7 @@ from medis.losses import build_loss
 from medis.models.frontend import VictimOutput
 from medis.results.records import Record
 
-__all__ = ["Cascade", "Ensemble", "broken_images", "build_ensemble", "run_ensemble"]
+__all__ = ["Cascade", "Ensemble", "broken_images", "build_ensemble", "run_ensemble", "worst_score"]
 
 _MEMBER_KEYS = ("mode", "rule", "losses", "budget", "criteria")
 
@@ -154,13 +155,23 @@ def build_ensemble(members: Mapping[str, Mapping[str, Any] | Attack], mode: str 
     return Ensemble(tuple(attacks), name, cascade, floor, warm_start)
 
 
+def worst_score(record: Record, targeted: bool) -> float | None:
+    """A record's worst case for the model: ``worst_metric`` (the best admissible iterate, scored at
+    full size), else (a record without one: set aside, or from an older file) the attacker's best of
+    its trajectory."""
+    if record.worst_metric is not None:
+        return record.worst_metric
+    scores = [value for value in record.trajectory if not math.isnan(value)]
+    return (max(scores) if targeted else min(scores)) if scores else None
+
+
 def broken_images(records: Iterable[Record], targeted: bool, at: float) -> set[str]:
-    """The image ids of ``records`` with a score at or beyond ``at`` (min of the trajectory when
-    untargeted, max when targeted): the images a cascade has broken."""
+    """The image ids of ``records`` whose worst case (:func:`worst_score`) is at or beyond ``at``: the
+    images a cascade has broken."""
     broken = set()
     for record in records:
-        scores = [value for value in record.trajectory if not math.isnan(value)]
-        if scores and (max(scores) >= at if targeted else min(scores) <= at):
+        score = worst_score(record, targeted)
+        if score is not None and (score >= at if targeted else score <= at):
             broken.add(record.image_id)
     return broken
 

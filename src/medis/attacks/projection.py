@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Ball", "L2Ball", "LinfBall", "Unbounded", "per_sample", "per_sample_norm"]
+__all__ = ["LEVELS", "Ball", "L2Ball", "LinfBall", "Unbounded", "per_sample", "per_sample_norm", "to_8bit"]
+
+LEVELS = 255
+"""An 8-bit image has the values k/255."""
+_SLACK = 1e-6
+"""How far past the ball (in 8-bit levels) float rounding of (x0 ± eps)·255 may put a level."""
 
 
 def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -29,6 +34,11 @@ def _uniform_noise(x0: torch.Tensor, generator: torch.Generator | None) -> torch
     return torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype) * 2 - 1
 
 
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in [0, 1] rounded to the nearest 8-bit level k/255 (same shape and dtype)."""
+    return (x.clamp(0.0, 1.0) * LEVELS).round() / LEVELS
+
+
 class Ball:
     """Base of the perturbation sets: [0, 1] only."""
 
@@ -37,6 +47,11 @@ class Ball:
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``x`` projected onto the set around ``x0``, clamped to [0, 1]. (R, C, H, W) -> same."""
         return x.clamp(0.0, 1.0)
+
+    def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The 8-bit image of ``x`` (its values k/255) that lies in the set around ``x0``: the image
+        saved to a file, as the real pipeline reads it. Here: ``x`` rounded. (R, C, H, W) -> same."""
+        return to_8bit(x)
 
     def sample(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random point of the set around every ``x0`` (here: ``x0`` itself). (R, C, H, W)."""
@@ -57,6 +72,17 @@ class LinfBall(Ball):
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return (x0 + (x - x0).clamp(-self.eps, self.eps)).clamp(0.0, 1.0)
 
+    def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``x`` rounded to 8 bits, each value then kept to the levels within eps of ``x0`` (rounding
+        alone can leave the ball: at eps = 2.6/255, 2.6 levels round to 3). Where no level lies
+        within eps of ``x0`` (an ``x0`` off the 8-bit grid and eps < 1/255), the level nearest ``x0``."""
+        scaled = x0.double() * LEVELS
+        low = torch.ceil(scaled - self.eps * LEVELS - _SLACK).clamp_min(0)
+        high = torch.floor(scaled + self.eps * LEVELS + _SLACK).clamp_max(LEVELS)
+        level = torch.minimum(torch.maximum((x.double().clamp(0, 1) * LEVELS).round(), low), high)
+        level = torch.where(low <= high, level, scaled.round())
+        return (level / LEVELS).to(x.dtype)
+
     def sample(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform in the cube: ``x0 + eps·U(-1, 1)``, projected."""
         if not self.eps:
@@ -74,6 +100,16 @@ class L2Ball(Ball):
         delta = x - x0
         delta = delta * torch.clamp(self.eps / per_sample_norm(delta, 2), max=1.0)
         return (x0 + delta).clamp(0.0, 1.0)
+
+    def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``x`` rounded to 8 bits; a replica whose rounded image leaves the ball is truncated instead,
+        toward the 8-bit image of ``x0`` (no value moves away from it, so for an ``x0`` on the 8-bit
+        grid the norm does not grow)."""
+        rounded = to_8bit(x)
+        anchor = to_8bit(x0).double() * LEVELS
+        truncated = ((anchor + torch.trunc(x.double().clamp(0, 1) * LEVELS - anchor)) / LEVELS).to(x.dtype)
+        outside = per_sample_norm(rounded - x0, 2) > self.eps * (1 + _SLACK)
+        return torch.where(outside, truncated, rounded)
 
     def sample(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random direction at a radius drawn uniformly in [0, eps] (the usual PGD-L2 practice), projected."""

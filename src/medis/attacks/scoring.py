@@ -5,10 +5,12 @@
   them (docs/method.md, "Metrics");
 - clean mode, untargeted: the two-class mIoU with the ground truth (the IoU of the one class present
   where the ground truth is uniform);
-- clean mode, targeted: :func:`medis.metrics.segmentation.target_attainment` against the clean prediction, the
-  share of the pixels the attack had to flip that reached the target, net of those it broke. The
-  two-class mIoU with a mostly-background target is dominated by the background, which the clean
-  prediction already matches: that score credited "successes" to images the attack never changed.
+- clean mode, targeted: :func:`medis.metrics.segmentation.target_attainment` against the clean
+  prediction: of each side of the target (the pixels that must become lesion, those that must
+  become background), the share reached net of those broken, and the least of the two. The two-class
+  mIoU with a mostly-background target is dominated by the background, which the clean prediction
+  already matches: that score credited "successes" to images the attack never changed, and a share
+  over both sides together credited erasure alone toward targets that need new lesion.
 
 In clean mode an image whose clean prediction already satisfies the success rule (a clean failure,
 untargeted; a prediction already at its target) is *set aside*: it is not attacked, its records say

@@ -1,18 +1,25 @@
 """Albumentations pipelines for training and evaluation at the network size.
 
-Images stay in [0, 1] without ImageNet normalisation: normalisation (and, in attack mode, the
-resize too) is part of the model's differentiable front end (``medis.models.frontend``), so one
-preprocessing serves training, evaluation and attacks. Attack mode uses no transform at all: the
-attack works on the image at its original size.
+The resize is the project's one resize (:mod:`medis.data.resize`: antialiased bilinear, as PIL's),
+the same as the victim's in-graph front end and the real pipeline use. Images stay in [0, 1] without
+ImageNet normalisation: normalisation (and, in attack mode, the resize too) is part of the model's
+differentiable front end (``medis.models.frontend``), so one preprocessing serves training,
+evaluation and attacks. Attack mode uses no transform at all: the attack works on the image at its
+original size; its real pipeline runs :func:`eval_transform` on each 8-bit adversarial image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collections.abc import Sequence
+from typing import Any
+
 import albumentations as A
 import cv2
+import numpy as np
 
+from medis.data.resize import resize_uint8
 from medis.errors import ConfigError
 
 
@@ -63,14 +70,22 @@ class AugmentConfig:
         return config
 
 
-RESIZE_ANTIALIAS = False
-"""Whether the loaders' resize antialiases: cv2's ``INTER_LINEAR`` does not. A victim trained here
-carries it (:mod:`medis.models.victim_spec`), so that its in-graph resize is the one it was trained with."""
+class Resize(A.Resize):
+    """``A.Resize`` whose image resize is the project's one (:func:`medis.data.resize.resize_uint8`);
+    masks stay nearest neighbour (``mask_interpolation``)."""
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return resize_uint8(img, (self.height, self.width))
 
 
-def eval_transform(size: int) -> A.Compose:
-    """Bilinear resize of the image (nearest for the mask) to ``size`` x ``size``."""
-    return A.Compose([A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
+def _side(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def eval_transform(size: int | Sequence[int]) -> A.Compose:
+    """The resize of the image (:class:`Resize`; nearest for the mask) to ``size`` x ``size`` (or (h, w))."""
+    height, width = _side(size)
+    return A.Compose([Resize(height, width, mask_interpolation=cv2.INTER_NEAREST)])
 
 
 def train_transform(size: int, augment: AugmentConfig | None = None, seed: int | None = None) -> A.Compose:
@@ -82,7 +97,7 @@ def train_transform(size: int, augment: AugmentConfig | None = None, seed: int |
     augment = augment or AugmentConfig()
     jitter = augment.color_jitter
     steps = [
-        A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        Resize(size, size, mask_interpolation=cv2.INTER_NEAREST),
         A.HorizontalFlip(p=augment.hflip),
         A.VerticalFlip(p=augment.vflip),
         A.Affine(rotate=(-augment.rotate, augment.rotate), scale=(1 - augment.scale, 1 + augment.scale),

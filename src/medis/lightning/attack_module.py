@@ -52,7 +52,7 @@ from medis.errors import ConfigError
 from medis.lightning.attack_progress import BatchProgress
 from medis.losses import build_loss
 from medis.models.frontend import Victim
-from medis.models.wrappers import FastPath
+from medis.models.wrappers import FLOAT64, FastPath
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.gallery import DISPLAY_SIDE, display_copy
@@ -102,7 +102,10 @@ class AttackModule(pl.LightningModule):
         self.members = list(self.ensemble.members) if self.ensemble else [self.attack]
         self.engine = engine or EngineOptions()
         self.victim = (fast_path or FastPath()).wrap(victim)
+        self.float64 = self.engine_precision(fast_path) == FLOAT64  # every batch in float64
         self.transfer_victim = transfer_victim
+        if transfer_victim is not None and self.float64:
+            self.transfer_victim = transfer_victim.double()  # the precision of the verdicts it is compared with
         self.losses = [label for member in self.members for label in self._labels(member)]
         self.targets = [kind.name for kind in self.kinds]
         self.output_dir = Path(output_dir)
@@ -120,6 +123,11 @@ class AttackModule(pl.LightningModule):
         self._earlier: list[Record] = []  # records of a resumed run (a cascade's broken images)
         self._progress: BatchProgress | None = None  # in-batch progress (set when the test starts)
         self._pool: TargetPool | None = None
+
+    @staticmethod
+    def engine_precision(fast_path: FastPath | None) -> str:
+        """The engine's precision (``engine.precision``): ``fp64`` casts every batch to float64."""
+        return (fast_path or FastPath()).precision
 
     def _labels(self, member: Attack) -> dict[str, str]:
         """``{records' loss label: registry name}`` of a member (qualified in an ensemble)."""
@@ -190,8 +198,9 @@ class AttackModule(pl.LightningModule):
             rank_zero_warn(f"medis check ({name}): {message}")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        images = list(batch["image"])
-        masks = list(batch["mask"])
+        cast = (lambda t: t.double()) if self.float64 else (lambda t: t)  # noqa: E731
+        images = [cast(image) for image in batch["image"]]
+        masks = [cast(mask) for mask in batch["mask"]]
         if "victim" not in self.checks and self.global_rank == 0:
             self._note("victim", check_victim(self.victim, images[:4], masks[:4], self.engine.loss_size).as_dict())
         for dataset in dict.fromkeys(batch["dataset"]):

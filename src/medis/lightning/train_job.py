@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from medis.config.schema import check_config
-from medis.data.transforms import RESIZE_ANTIALIAS
+from medis.data.resize import RESIZE_ANTIALIAS
 from medis.errors import ConfigError
 from medis.lightning.run_identity import RunIdentity, run_identity
 from medis.models.checkpoints import load_weights

@@ -20,7 +20,8 @@ from medis.errors import ConfigError
 from medis.losses.logits import fused_logit
 from medis.models.frontend import VictimOutput
 
-__all__ = ["LOSSES", "LossContext", "LossFn", "on_logit", "on_prob", "reference_of", "register", "with_direction"]
+__all__ = ["LOSSES", "LossContext", "LossFn", "LossSpec", "on_logit", "on_prob", "reference_of", "register",
+           "with_direction"]
 
 MODES = ("clean", "paper")
 
@@ -44,19 +45,34 @@ class LossContext:
 LossFn = Callable[[VictimOutput, torch.Tensor, LossContext], torch.Tensor]
 """(outputs, reference (B,1,H,W) in {0,1}, ctx) -> (B,), one value per sample."""
 
-LOSSES: dict[str, dict[str, LossFn]] = {}
-"""Every registered loss: ``{name: {"clean": fn, "paper": fn}}`` (:func:`register`)."""
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: its ``clean`` and ``paper`` forms, and whether its values are never negative
+    (``False`` for the signed margins the attacker ascends; the property tests read it)."""
+
+    clean: LossFn
+    paper: LossFn
+    non_negative: bool = True
+
+    def form(self, mode: str) -> LossFn:
+        """The form of ``mode`` (``clean`` or ``paper``)."""
+        return self.paper if mode == "paper" else self.clean
 
 
-def register(name: str, clean: LossFn, paper: LossFn | None = None) -> None:
-    """Register the loss ``name`` with its clean form and its paper form (the clean one when ``None``).
+LOSSES: dict[str, LossSpec] = {}
+"""Every registered loss by name (:func:`register`)."""
+
+
+def register(name: str, clean: LossFn, paper: LossFn | None = None, *, non_negative: bool = True) -> None:
+    """Register the loss ``name`` with its clean form, its paper form (the clean one when ``None``) and
+    whether it is never negative.
 
     Raises:
         ConfigError: ``name`` is registered already (two modules claim it).
     """
     if name in LOSSES:
         raise ConfigError(f"the loss {name!r} is registered twice")
-    LOSSES[name] = {"clean": clean, "paper": paper or clean}
+    LOSSES[name] = LossSpec(clean, paper or clean, non_negative)
 
 
 def reference_of(outputs: VictimOutput, reference: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ COMBINED_WEIGHTS: Mapping[str, float] = {
 
 
 def _combined(mode: str) -> LossFn:
-    parts = [(weight, LOSSES[name][mode]) for name, weight in COMBINED_WEIGHTS.items()]
+    parts = [(weight, LOSSES[name].form(mode)) for name, weight in COMBINED_WEIGHTS.items()]
 
     def loss(outputs: VictimOutput, reference: torch.Tensor, ctx: LossContext = LossContext()) -> torch.Tensor:
         """MedIS combined loss 0.21 structure + 0.18 logcosh_dice + 0.20 bce_dice + 0.15 exp_log

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from medis.losses.base import on_logit, register
-from medis.losses.logits import bce_map, probabilities
+from medis.losses.logits import bce_map, probabilities, with_floor
 
 __all__ = ["bce_loss", "bce_loss_on_prob", "bce_map_on_prob", "focal_loss"]
 
@@ -80,12 +80,14 @@ def bce_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def focal_loss(z: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
-    """Focal loss (Lin et al., ICCV 2017), mean of −α_t(1 − p_t)^γ·log p_t with log p_t = −BCE. (B,)."""
+    """Focal loss (Lin et al., ICCV 2017), mean of −α_t(1 − p_t)^γ·log p_t with log p_t = −BCE, with
+    the floor of :func:`~medis.losses.logits.with_floor` (at a confident pixel the focal term and its
+    derivative underflow to exactly 0 in float32: about 1e-53 at z = 40). (B,)."""
     p, q = probabilities(z)
     fg = mask > 0.5
     miss = torch.where(fg, q, p)  # 1 − p_t, computed without rounding 1 − P
     alpha_t = torch.where(fg, torch.full_like(z, alpha), torch.full_like(z, 1.0 - alpha))
-    return (alpha_t * miss ** gamma * bce_map(z, mask)).flatten(1).mean(1)
+    return with_floor((alpha_t * miss ** gamma * bce_map(z, mask)).flatten(1).mean(1), z, mask)
 
 
 register("bce", on_logit(bce_loss))

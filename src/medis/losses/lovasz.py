@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from medis.losses.base import on_logit, on_prob, register
-from medis.losses.logits import empty_reference
+from medis.losses.logits import empty_reference, with_floor
 
 __all__ = ["lovasz_grad", "lovasz_hinge", "lovasz_hinge_rows", "lovasz_loss", "lovasz_loss_paper"]
 
@@ -67,14 +67,16 @@ def lovasz_loss_paper(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def lovasz_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lovász hinge per image (Berman, Rannen Triki, Blaschko, CVPR 2018) with the smooth elu(e) + 1
-    of the errors, on the background class (labels and logits flipped) for an empty reference."""
+    of the errors, on the background class (labels and logits flipped) for an empty reference, with
+    the floor of :func:`~medis.losses.logits.with_floor` (a pixel at a zero increment of the Jaccard
+    extension has no gradient of its own)."""
     empty = empty_reference(mask)
     labels = torch.where(empty, 1.0 - mask, mask).flatten(1).to(z.dtype)
     logits = torch.where(empty, -z, z).flatten(1)
     errors = 1.0 - logits * (2.0 * labels - 1.0)
     errors_sorted, order = torch.sort(errors, dim=-1, descending=True)
     grad = lovasz_grad(torch.gather(labels, -1, order))
-    return ((F.elu(errors_sorted) + 1.0) * grad).sum(-1)
+    return with_floor(((F.elu(errors_sorted) + 1.0) * grad).sum(-1), z, mask)
 
 
 register("lovasz", on_logit(lovasz_loss), on_prob(lovasz_loss_paper))

@@ -1,17 +1,18 @@
-"""Margin losses over the pixel set (:func:`medis.losses.logits.pixel_set`): SEA's masked normalised
-logit, DAG's logit difference and ASMA's probability objective. Each takes (B, 1, H, W) logits z, the
-reference M in {0, 1} and whether the attack is targeted, and returns (B,); they are signed (the
-attacker ascends them), not bounded below by 0.
+"""Margin losses: SEA's normalised logit (unmasked, and masked to the pixel set of
+:func:`medis.losses.logits.pixel_set`), DAG's logit difference and ASMA's probability objective over
+the pixel set. Each takes (B, 1, H, W) logits z, the reference M in {0, 1} (and whether the attack is
+targeted, for those with a pixel set) and returns (B,); they are signed (the attacker ascends them),
+not bounded below by 0.
 """
 
 from __future__ import annotations
 
 import torch
 
-from medis.losses.base import register, with_direction
+from medis.losses.base import on_logit, register, with_direction
 from medis.losses.logits import pixel_set, probabilities
 
-__all__ = ["asma_loss", "dag_loss", "masked_logit_loss"]
+__all__ = ["asma_loss", "dag_loss", "masked_logit_loss", "normalized_logit_loss"]
 
 
 def masked_logit_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = False) -> torch.Tensor:
@@ -36,6 +37,13 @@ def asma_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = False) -> to
     return (pixel_set(z, mask, targeted) * (1.0 - 2.0 * mask) * p).flatten(1).sum(1)
 
 
-register("masked_logit", with_direction(masked_logit_loss))
-register("dag", with_direction(dag_loss))
-register("asma", with_direction(asma_loss))
+def normalized_logit_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SEA's normalised logit loss without its mask (Croce, Singh, Hein, ECCV 2024), binary form:
+    −Σ (2M − 1)·ẑ/N over every pixel, ẑ = z/√(1 + z²); what SEA's protocol tracks for the masked one."""
+    return -((2.0 * mask - 1.0) * (z / torch.sqrt(1.0 + z * z))).flatten(1).mean(1)
+
+
+register("masked_logit", with_direction(masked_logit_loss), non_negative=False)
+register("normalized_logit", on_logit(normalized_logit_loss), non_negative=False)
+register("dag", with_direction(dag_loss), non_negative=False)
+register("asma", with_direction(asma_loss), non_negative=False)

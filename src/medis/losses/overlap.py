@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from medis.losses.base import on_logit, on_prob, register
 from medis.losses.cross_entropy import bce_loss, bce_loss_on_prob
-from medis.losses.logits import empty_reference, probabilities
+from medis.losses.logits import empty_reference, probabilities, with_floor
 
 __all__ = ["bce_dice_loss", "bce_dice_loss_paper", "dice_distance", "dice_loss", "logcosh_dice_loss",
            "logcosh_dice_loss_paper", "safe_ratio", "soft_dice", "soft_dice_of_prob", "tversky_loss"]
@@ -84,28 +84,32 @@ def soft_dice(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def dice_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1 − D (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016). (B,)."""
-    return dice_distance(z, mask)
+    """1 − D (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016), with the floor of
+    :func:`~medis.losses.logits.with_floor` (without overlap between prediction and target, 1 − D is
+    flat in the pixels that must leave the lesion). (B,)."""
+    return with_floor(dice_distance(z, mask), z, mask)
 
 
 def logcosh_dice_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log(cosh(1 − D)) (Jadon, IEEE CIBCB 2020); 1 − D is in [0, 1], so cosh cannot overflow, and
-    its derivative tanh(1 − D) stays non-zero near a perfect prediction. (B,)."""
-    return torch.log(torch.cosh(dice_distance(z, mask)))
+    its derivative tanh(1 − D) stays non-zero near a perfect prediction; with the floor of
+    :func:`~medis.losses.logits.with_floor`, as :func:`dice_loss`. (B,)."""
+    return with_floor(torch.log(torch.cosh(dice_distance(z, mask))), z, mask)
 
 
 def bce_dice_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """BCE + (1 − D) (Jadon, IEEE CIBCB 2020). (B,)."""
-    return bce_loss(z, mask) + dice_loss(z, mask)
+    return bce_loss(z, mask) + dice_distance(z, mask)
 
 
 def tversky_loss(z: torch.Tensor, mask: torch.Tensor, alpha: float = 0.3, beta: float = 0.7) -> torch.Tensor:
     """1 − TP/(TP + α·FP + β·FN) = (α·FP + β·FN)/(TP + α·FP + β·FN) (Salehi et al., MLMI 2017), of the
-    background for an empty reference; 0 when TP = FP = FN = 0. (B,)."""
+    background for an empty reference; 0 when TP = FP = FN = 0; with the floor of
+    :func:`~medis.losses.logits.with_floor`, as :func:`dice_loss`. (B,)."""
     prob, miss, ref = _class_maps(z, mask)
     tp = (prob * ref).flatten(1).sum(1)
     errors = alpha * (prob * (1.0 - ref)).flatten(1).sum(1) + beta * (miss * ref).flatten(1).sum(1)
-    return safe_ratio(errors, tp + errors, 0.0)
+    return with_floor(safe_ratio(errors, tp + errors, 0.0), z, mask)
 
 
 register("logcosh_dice", on_logit(logcosh_dice_loss), on_prob(logcosh_dice_loss_paper))

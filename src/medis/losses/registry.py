@@ -63,4 +63,4 @@ def build_loss(name: str, mode: str = "clean") -> LossFn:
         raise ConfigError(f"unknown loss {name!r}; valid losses: {', '.join(LOSS_NAMES)}")
     if mode not in MODES:
         raise ConfigError(f"unknown loss mode {mode!r}; valid modes: {', '.join(MODES)}")
-    return LOSSES[name][mode]
+    return LOSSES[name].form(mode)

@@ -125,27 +125,33 @@ def target_score(pred: torch.Tensor, target: torch.Tensor, mode: str = "clean",
 
 
 def target_attainment(pred: torch.Tensor, target: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """How far a targeted attack got: of the pixels it had to flip, the share now at the target, net
-    of the pixels it broke. (B, ...) binary masks -> (B,) in [0, 1].
+    """How far a targeted attack got, each side of the target counted apart. (B, ...) binary masks ->
+    (B,) in [0, 1].
 
-    With must = {clean ≠ target} (the pixels whose clean prediction differs from the target),
-    won = must ∩ {pred = target} and broken = {clean = target} ∩ {pred ≠ target}:
-    score = |won| / (|must| + |broken|), and 1 when nothing had to change. An unchanged prediction
-    scores 0, so no success is credited to an image the attack did not change. This is the "target
-    pixels reached" measure of targeted segmentation attacks (Metzen, Chaithanya Kumar, Brox,
-    Fischer, "Universal Adversarial Perturbations Against Semantic Image Segmentation", ICCV 2017:
-    the share of the pixels to hide that were hidden, with the share of the others that kept their
-    class), counted over the pixels the attack must flip; for the all-black target it is the flipped
-    share of the clean foreground, for the all-white one that of the clean background.
+    A target asks for two things: the pixels it marks as lesion where the clean prediction has none
+    must become lesion, and the pixels it marks as background where the clean prediction has lesion
+    must become background. For each side s, with must_s those pixels, won_s = must_s ∩ {pred = target}
+    and broken_s the pixels of the same target class that the clean prediction already had right and
+    the attack lost (clean = target = s, pred ≠ target): attained_s = |won_s| / (|must_s| + |broken_s|).
+    The score is the least attained non-empty side (1 when nothing had to change). So erasing the
+    lesion alone attains nothing toward a target with lesion outside the clean lesion, and the all-black
+    target is attained as far as the lesion is gone; an unchanged prediction scores 0, and no success is
+    credited to an image the attack did not change. This extends the "target pixels reached" measure
+    of targeted segmentation attacks (Metzen, Chaithanya Kumar, Brox, Fischer, "Universal Adversarial
+    Perturbations Against Semantic Image Segmentation", ICCV 2017) to both classes of the target.
     """
     pred, target, clean = _flat(pred), _flat(target), _flat(clean)
-    must = clean != target
     hit = pred == target
-    won = count(must & hit).to(torch.float64)
-    broken = count(~must & ~hit).to(torch.float64)
-    n_must = count(must).to(torch.float64)
-    score = torch.where(n_must > 0, won / (n_must + broken).clamp_min(1), torch.ones_like(won))
-    return score.to(torch.float32)
+    shares = []
+    for side in (True, False):  # pixels that must become lesion, then those that must become background
+        of_side = target if side else ~target
+        must = of_side & (clean != target)
+        won = count(must & hit).to(torch.float64)
+        broken = count(of_side & (clean == target) & ~hit).to(torch.float64)
+        n_must = count(must).to(torch.float64)
+        shares.append(torch.where(n_must > 0, won / (n_must + broken), torch.full_like(won, float("inf"))))
+    score = torch.minimum(*shares)
+    return torch.where(torch.isinf(score), torch.ones_like(score), score).to(torch.float32)
 
 
 def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -36,8 +36,9 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
+
+from medis.data.resize import resize_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,8 +113,8 @@ class Victim(nn.Module):
         size: network input size S (int, or (height, width)).
         mean, std: per-channel normalisation (ImageNet by default).
         fusion: ``paper``, ``clean`` or ``last`` (see the module docstring).
-        antialias: antialiased bilinear downscaling (closer to PIL's resize, which PraNet's loaders
-            use); off by default, as in a plain ``F.interpolate``.
+        antialias: antialiased bilinear downscaling (:mod:`medis.data.resize`: the loaders' resize,
+            PIL's); off by default, as in a plain ``F.interpolate`` and the MedIS notebooks.
     """
 
     def __init__(self, model: nn.Module, size: int | tuple[int, int] = 352,
@@ -132,10 +133,9 @@ class Victim(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) resized (bilinear) and normalised, in the graph."""
-        if tuple(images.shape[-2:]) != self.size:
-            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False,
-                                   antialias=self.antialias)
+        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) resized (the project's one resize,
+        :func:`medis.data.resize.resize_images`) and normalised, in the graph."""
+        images = resize_images(images, self.size, antialias=self.antialias)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
     def side_logits(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:
@@ -192,22 +192,27 @@ class Victim(nn.Module):
         return self._predict_from(self.model(self._real_inputs(images)), tuple(out_size or images.shape[-2:]))
 
     def _real_inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """What the official loaders feed the network for ``images``: 8-bit, PIL's bilinear resize to
-        the network size, normalised (:meth:`real_pipeline`)."""
-        height, width = self.size
+        """What the loaders feed the network for ``images``: 8-bit, the evaluation loader's own
+        transform (:func:`medis.data.transforms.eval_transform`: the resize to the network size),
+        normalised (:meth:`real_pipeline`)."""
+        from medis.data.transforms import eval_transform
+
+        transform = eval_transform(self.size)
         pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in pixels]
+        empty = np.zeros(pixels.shape[1:3], dtype=np.uint8)
+        resized = [transform(image=image, mask=empty)["image"] for image in pixels]
         batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device, images.dtype) / 255
         return (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
 
     @torch.no_grad()
     def real_pipeline(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> VictimOutput:
-        """The prediction the model makes of ``images`` once they are 8-bit files read by the official
-        loaders (PraNet's test loader: PIL image, ``Resize`` to the network size, ``ToTensor``,
-        ``Normalize``): each image is rounded to 8 bits, resized by PIL's bilinear resize (which
-        antialiases when it shrinks) to the network size as 8-bit again, then normalised; the side
-        outputs return to the mask size (bilinear) and are fused. No gradient. (B, 3, H, W) in [0, 1]
-        -> :class:`VictimOutput`.
+        """The prediction the model makes of ``images`` once they are 8-bit files read by the loaders
+        (this project's evaluation loader, as PraNet's test loader: 8-bit image, the resize to the
+        network size, 8-bit again, ``ToTensor``, ``Normalize``): each image is rounded to 8 bits, run
+        through the evaluation loader's own transform, then normalised; the side outputs return to
+        the mask size (bilinear) and are fused. No gradient. (B, 3, H, W) in [0, 1] ->
+        :class:`VictimOutput`. The engine hands it images already quantised inside the budget
+        (:meth:`medis.attacks.budget.Budget.quantize`).
 
         The attack's own front end is differentiable and sees the float image; this is what a user of
         the model would feed it, so a success that survives here is real.

@@ -47,8 +47,12 @@ __all__ = ["AutocastVictim", "ChannelsLastNet", "FastPath", "PRECISIONS", "autoc
            "output_to", "victim_precision", "with_memory_format", "with_network", "with_precision"]
 
 VictimFn = Callable[[torch.Tensor], VictimOutput]
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
-"""``engine.precision`` -> the autocast dtype (``None``: no autocast, plain float32)."""
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp64": None}
+"""``engine.precision`` -> the autocast dtype (``None``: no autocast). ``fp64`` runs no autocast: the
+victim and the images are float64 throughout (:data:`FLOAT64`)."""
+FLOAT64 = "fp64"
+"""The precision whose attack runs in float64: a victim converted to float64 and float64 images (the
+attack module casts them), so that no result depends on the CPU's kernels (docs/performance.md)."""
 
 
 class _VictimWrapper(nn.Module):
@@ -129,12 +133,17 @@ def with_precision(victim: VictimFn, precision: str) -> VictimFn:
 
     Args:
         victim: (R, 3, H, W) in [0, 1] -> :class:`VictimOutput`.
-        precision: ``fp32`` (the victim itself, unchanged) or ``bf16`` (an :class:`AutocastVictim`).
+        precision: ``fp32`` (the victim itself, unchanged), ``bf16`` (an :class:`AutocastVictim`) or
+            ``fp64`` (the victim converted to float64: give it float64 images).
 
     Raises:
         ConfigError: any other value (one line naming ``engine.precision`` and the valid values).
     """
     dtype = autocast_dtype(precision)
+    if precision == FLOAT64:
+        if not isinstance(victim, nn.Module):
+            raise ConfigError(f"engine.precision={FLOAT64} needs a victim that is a network (nn.Module)")
+        return victim.double()
     return victim if dtype is None else AutocastVictim(victim, precision, dtype)
 
 

@@ -105,9 +105,10 @@ def attack_comparison_markdown(rows: Sequence[Mapping]) -> str:
     """
     out = [
         "# MedIS attack comparison\n",
-        "Per attack, over the images it attacked: score = mean per-image best score over the attack's "
-        "losses (untargeted: lowest mIoU with the ground truth; targeted: highest score toward the target: "
-        "the mIoU with it in paper mode, the share of the pixels to flip that reached it in clean mode); "
+        "Per attack, over the images it attacked: score = mean per-image worst case over the attack's "
+        "losses (each loss's best admissible iterate, scored at full size; untargeted: lowest mIoU with the "
+        "ground truth; targeted: highest score toward the target: the mIoU with it in paper mode, the least "
+        "share reached of the target's two sides in clean mode); "
         "ASR % = images with some successful loss / images x 100; passes / image = mean forward + backward "
         "passes. `ensemble` = the per-image worst case over all attacks (Croce, Singh, Hein, SEA, ECCV 2024). "
         "`-`: not run or nothing to average.\n",

@@ -13,14 +13,17 @@ Record fields read here (:class:`medis.results.records.Record`; mappings are typ
 - ``attack``: the attack's name; ``None`` means ``"medis"``. A record of an ensemble run whose
   ``attack`` is ``"ensemble"`` is credited to the prefix of its qualified loss
   (``"apgd/masked_bce"`` -> ``"apgd"``).
+- ``worst_metric``: the worst case of the record, its best admissible iterate scored at full size
+  (without one, the attacker's best of ``trajectory``);
 - ``trajectory`` (non-empty): the score after 0, 1, 2, ... updates; ``clean_metric`` the clean
   image's (``trajectory[0]`` where it is missing). The score is the mIoU with the ground truth when
   untargeted (the attacker wants it low); when targeted (the attacker wants it high) the mIoU with
-  the target in paper mode, the share of the pixels to flip that reached it in clean mode
+  the target in paper mode, the least share reached of the target's two sides in clean mode
   (:mod:`medis.attacks.scoring`).
 - ``success``, ``steps``, ``metric``: through :func:`medis.results.fusion.fuse`, which gives the ASR.
 - ``forwards``, ``backwards``: the passes spent on the record (``None``: not counted).
-- ``transfer_metric``, ``transfer_success``: the adversarial image judged on another model.
+- ``worst_transfer_metric``, ``worst_transfer_success`` (else ``transfer_metric``,
+  ``transfer_success``): the worst-case image judged on another model.
 
 Attacks are listed in the order they first appear in the records (an ensemble's member order).
 
@@ -95,8 +98,12 @@ class _Entry:
         self.attack = _attack_name(record, index)
         self.image_id = record.image_id
         self.low, self.high = min(scores), max(scores)
+        if record.worst_metric is not None:  # the worst case, scored at full size
+            self.low = self.high = record.worst_metric
         self.forwards, self.backwards = record.forwards, record.backwards
         self.transfer, self.transfer_success = record.transfer_metric, record.transfer_success
+        if record.worst_metric is not None:  # the worst case's own verdict on the other model
+            self.transfer, self.transfer_success = record.worst_transfer_metric, record.worst_transfer_success
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,8 +193,8 @@ def attack_comparison(records: Iterable[Record | Mapping], *, by: Sequence[str] 
     Per attack, over the distinct images it attacked in the group:
 
     - ``clean_miou``: mean of ``trajectory[0]`` (the clean score; taken from any record of the image);
-    - ``adv_miou``: mean of the per-image best score: the min over the attack's records of
-      ``min(trajectory)`` when untargeted, the max of ``max(trajectory)`` when targeted;
+    - ``adv_miou``: mean of the per-image best score: the min over the attack's records of their
+      ``worst_metric`` (``min(trajectory)`` without one) when untargeted, the max when targeted;
     - ``asr``: % of images on which some record of the attack succeeded, i.e. exactly the ASR of
       :func:`medis.results.fusion.fuse` over the attack's records;
     - ``forwards`` / ``backwards``: mean over the images of the sum over the attack's records of

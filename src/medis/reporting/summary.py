@@ -127,9 +127,11 @@ def summary_markdown(rows: Sequence[Mapping]) -> str:
         "successful iterate over the successes; `parallel fusion` keeps, per image, the successful "
         "loss with the fewest steps (Shukla, Gupta, Gupta, MTAP 2023). Clean mode sets aside, and does "
         "not count, the images whose clean prediction already met the success rule; its targeted "
-        "score is the share of the pixels the attack had to flip that reached the target. real ASR % = "
-        "successes that also hold through the real pipeline (the image saved in 8 bits, resized as "
-        "the loaders do). `-`: nothing to average.\n",
+        "score is the least share reached of the two sides of the target (the pixels that must become "
+        "lesion, those that must become background), a success at least half of each. real ASR % = "
+        "successes that also hold through the real pipeline (the same image saved as an 8-bit file "
+        "within the budget, read by the loaders' resize), over the images that pipeline does not "
+        "already fail. `-`: nothing to average.\n",
     ]
     if not rows:
         out.append("No records.\n")

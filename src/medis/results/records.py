@@ -40,18 +40,26 @@ class Record(Mapping):
         eps: the budget of the update rule, ``None`` when unbounded.
         success: the success rule held at some record; ``steps``: distortion of the first success
             (``None`` when not successful); ``metric``: the score at the success, else the last one.
+            These and every other unprefixed verdict describe ONE image, the *chosen* one: MedIS's
+            first success, else the last admissible iterate.
         pruned: stopped by ``fusion_only`` before it could succeed.
         linf, l2, linf_255, l2_255, ssim, psnr: size of the chosen adversarial perturbation.
         trajectory: the recorded scores, in order.
         attack: the attack's name; ``forwards``, ``backwards``: passes spent on the replica (in
             clean mode the clean image's pass is counted on its first loss's record).
-        transfer_metric, transfer_success: the best adversarial image judged on another model.
+        transfer_metric, transfer_success: the chosen image judged on another model.
         set_aside: clean mode: the clean prediction already satisfied the success rule (a clean
             failure; a prediction already at its target), so the image was not attacked and does
             not count in the attack success rate.
         clean_metric: clean mode: the score of the clean image's prediction.
-        real_metric, real_success: the chosen adversarial image judged through the real pipeline
-            (8-bit image, the loaders' antialiased resize), as the model would see it from a file.
+        real_metric, real_success: the chosen image judged through the real pipeline (its 8-bit file
+            within the budget, the loaders' resize), as the model would see it; ``real_success`` is
+            ``None`` where that pipeline already fails the clean image (set aside there).
+        worst_metric: the worst case for the model, the *worst* image: the best admissible iterate's
+            score (at full size); ``worst_steps`` the updates that led to it (from the clean image);
+            ``worst_linf``, ``worst_l2``, ``worst_ssim``, ``worst_psnr`` its size; ``worst_real_*`` and
+            ``worst_transfer_*`` its other verdicts (as above). The same image as the chosen one
+            when MedIS's first success is also the best iterate.
         tags: extra keys (e.g. ``job``), readable like columns, never written to ``records.csv``.
     """
 
@@ -81,6 +89,16 @@ class Record(Mapping):
     clean_metric: float | None = None
     real_metric: float | None = None
     real_success: bool | None = None
+    worst_metric: float | None = None
+    worst_steps: int | None = None
+    worst_linf: float | None = None
+    worst_l2: float | None = None
+    worst_ssim: float | None = None
+    worst_psnr: float | None = None
+    worst_real_metric: float | None = None
+    worst_real_success: bool | None = None
+    worst_transfer_metric: float | None = None
+    worst_transfer_success: bool | None = None
     tags: Mapping[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ mapping view
@@ -111,17 +129,19 @@ RECORD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recor
 """The columns of ``records.csv``, in order."""
 _COLUMN_SET = frozenset(RECORD_COLUMNS)
 LEGACY_COLUMNS: tuple[tuple[str, ...], ...] = (RECORD_COLUMNS[: RECORD_COLUMNS.index("trajectory") + 1],
-                                               RECORD_COLUMNS[: RECORD_COLUMNS.index("transfer_success") + 1])
+                                               RECORD_COLUMNS[: RECORD_COLUMNS.index("transfer_success") + 1],
+                                               RECORD_COLUMNS[: RECORD_COLUMNS.index("real_success") + 1])
 """Headers of records files written by earlier versions (read, the newer columns at their defaults)."""
 REQUIRED_KEYS: tuple[str, ...] = ("dataset", "image_id", "target", "loss", "success", "steps", "metric")
 """Keys a mapping must have to become a record; the others default to ``None`` (or ``False``, ``()``)."""
 _STR = ("dataset", "target", "loss")
 _OPTIONAL_STR = ("mode", "attack")
 _FLOAT = ("eps", "metric", "linf", "l2", "linf_255", "l2_255", "ssim", "psnr", "transfer_metric", "clean_metric",
-          "real_metric")
-_INT = ("forwards", "backwards")
-_BOOL = ("pruned", "set_aside", "transfer_success", "real_success")
-_OPTIONAL_BOOL = ("transfer_success", "real_success")
+          "real_metric", "worst_metric", "worst_linf", "worst_l2", "worst_ssim", "worst_psnr", "worst_real_metric",
+          "worst_transfer_metric")
+_INT = ("forwards", "backwards", "worst_steps")
+_BOOL = ("pruned", "set_aside", "transfer_success", "real_success", "worst_real_success", "worst_transfer_success")
+_OPTIONAL_BOOL = ("transfer_success", "real_success", "worst_real_success", "worst_transfer_success")
 
 
 def record_key(record: Mapping) -> tuple[str, str, str, str]:

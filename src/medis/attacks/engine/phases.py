@@ -40,8 +40,6 @@ from medis.attacks.rules.base import Gradient, Stage, State, StepInfo, Transform
 from medis.attacks.scoring import Scorer
 from medis.attacks.targets import TargetKind
 from medis.losses import LossContext
-from medis.losses.cross_entropy import bce_loss
-from medis.losses.logits import fused_logit
 from medis.models.frontend import VictimOutput
 
 __all__ = ["GradientAt", "Rows", "Run", "Step", "advance", "commit", "gradient", "row_seed", "score_and_record",
@@ -60,6 +58,8 @@ class Run:
         loss_fns: ``{label: loss}`` of the replicas, in loss order.
         max_batch: replicas per pass of the current same-size batch (``None``: all).
         options: how the engine runs; seed: the run's seed (random starts, random draws).
+        tracked_fns: ``{label: loss}`` of the losses the rule tracks for each replica's loss
+            (:meth:`~medis.attacks.rules.base.UpdateRule.tracked_loss`), or ``None``.
         result: what the run returns, filled as it goes (records, passes).
     """
 
@@ -72,6 +72,7 @@ class Run:
     max_batch: int | None
     options: EngineOptions
     seed: int = 0
+    tracked_fns: dict[str, LossFn] | None = None
     result: AttackResult = field(default_factory=lambda: AttackResult(records=[]))
 
 
@@ -138,7 +139,7 @@ def step_rows(run: Run, state: Replicas, rows: Rows, step: Step) -> None:
     if step.update:
         at = GradientAt(run, state, rows, step, (x, out) if shared else None)
         found = rule.gradient(point, at)
-        info = StepInfo(found.loss, raw, step.position, budget.steps, found.cross_entropy)
+        info = StepInfo(found.loss, raw, step.position, budget.steps, found.tracked)
         moved, new_state = advance(rule, x.detach(), found.grad, x0, direction, rule_state, info, budget)
         commit(state, rows, x.detach(), moved, new_state, moving & ~stop)
     state.done[rows.index] |= stop
@@ -220,8 +221,10 @@ def gradient(at: GradientAt, point: torch.Tensor, transform: Transform | None = 
     run.result.backward_replicas += rows.count
     state.backwards[rows.index] += 1
     tracked = None
-    if run.attack.rule.tracks_cross_entropy:
-        tracked = bce_loss(fused_logit(out), reference.to(out.prob.dtype)).detach()
+    if run.tracked_fns is not None:
+        with torch.no_grad():
+            tracked = replica_losses(out, reference.to(out.prob.dtype), state.loss_of[rows.host], run.tracked_fns,
+                                     at.step.context)
     return Gradient(grad, values.detach(), tracked)
 
 

@@ -63,12 +63,21 @@ def _resolve_losses(losses: Sequence[str] | Mapping[str, LossFn] | None, attack:
     return resolved
 
 
+def _tracked_losses(attack: Attack, loss_fns: Mapping[str, LossFn]) -> dict[str, LossFn] | None:
+    """``{label: loss}`` the rule tracks for each loss (its registry name: the label after an
+    ensemble's ``<member>/``), the attacked loss itself where it names none; ``None`` if it names none."""
+    names = {label: attack.rule.tracked_loss(label.rsplit("/", 1)[-1]) for label in loss_fns}
+    if all(name is None for name in names.values()):
+        return None
+    return {label: loss_fns[label] if name is None else build_loss(name, attack.mode) for label, name in names.items()}
+
+
 def _attack_same_size(run: Run, images: torch.Tensor, references: torch.Tensor, ids: Sequence[str], dataset: str,
                       seed: int, skipped: torch.Tensor, transfer: VictimFn | None = None,
                       start: torch.Tensor | None = None, start_steps: Sequence[int] | None = None) -> AttackResult:
     criteria, names = run.criteria, list(run.loss_fns)
     state = Replicas(images, references, names, run.attack, run.target, seed, ids, criteria.records,
-                     track_best=transfer is not None or run.options.keep_best, start=start, start_steps=start_steps)
+                     track_best=True, start=start, start_steps=start_steps)
     state.skipped = skipped.to(state.done.device)
     state.done |= state.skipped
     state.step_size = loss_shape(state.step_size, run.options.loss_size)
@@ -101,12 +110,11 @@ def _attack_same_size(run: Run, images: torch.Tensor, references: torch.Tensor, 
         run.result.forward_replicas += judge_at_full_size(run.victim, state, run.scorer, run.max_batch)
     transferred = None
     if transfer is not None:
-        transferred = judged_elsewhere(partial(predict_mask, transfer), state, state.best, images, run.scorer,
-                                       run.max_batch)
+        transferred = judged_elsewhere(partial(predict_mask, transfer), state, images, run.scorer, run.max_batch)
     real = None
     if callable(getattr(run.victim, "real_pipeline", None)):
-        real = judged_elsewhere(partial(predict_mask, run.victim, real=True), state, state.chosen, images, run.scorer,
-                                run.max_batch)
+        real = judged_elsewhere(partial(predict_mask, run.victim, real=True), state, images, run.scorer,
+                                run.max_batch, quantize=run.attack.budget.quantize)
     return records_of(state, names, run.attack, run.target.name, criteria, ids, dataset,
                       (run.options.keep_images, run.options.keep_best), transferred, real, run.result, run.max_batch,
                       run.options.keep_only)
@@ -198,14 +206,15 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
     for i, image in enumerate(image_list):
         groups.setdefault(tuple(image.shape), []).append(i)
     criteria = attack.judged(kind.targeted)
-    run = Run(victim, attack, kind, criteria, Scorer(attack.mode, kind, criteria), loss_fns, None, options, seed)
+    run = Run(victim, attack, kind, criteria, Scorer(attack.mode, kind, criteria), loss_fns, None, options, seed,
+              _tracked_losses(attack, loss_fns))
     with contextlib.ExitStack() as stack:
         for network in (model, getattr(transfer_to, "model", transfer_to)):
             stack.enter_context(frozen(network))
         for shape, members in groups.items():
             run.max_batch = replica_batch(victim, loss_fns, attack, shape, len(members), max_batch=options.max_batch,
                                           memory_limit=options.memory_limit, loss_size=options.loss_size,
-                                          track_best=transfer_to is not None or options.keep_best,
+                                          track_best=True,
                                           device=image_list[members[0]].device, dtype=image_list[members[0]].dtype)
             batch = torch.stack([image_list[i] for i in members])
             refs = torch.stack([torch.stack([per_loss[name][i] for i in members]) for name in loss_fns])

@@ -10,17 +10,32 @@ paper) and the L∞ projection P onto the ε-ball and [0, 1]:
 - first update: ``x1 = P(x0 + η·sign(∇f))``;
 - later: ``z = P(x_k + η·sign(∇f(x_k)))``, ``x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))``
   with α = 0.75 (``momentum``);
-- checkpoints ``w_j = ⌈p_j·T⌉``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``;
-  at each, η is halved and the iterate restarts from the best point found (with its gradient) when
-  (1) f rose in fewer than ρ·(w_j − w_{j−1}) of the steps since the last checkpoint (ρ = 0.75), or
-  (2) η was not halved at the last checkpoint and the best f has not improved since.
+- checkpoints ``w_j = ⌈p_j·T⌉``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``
+  (in whole iterations, as the authors' code counts them: :func:`checkpoints`); at each, η is halved
+  and the iterate restarts from the best point found (with its gradient; the momentum memory is
+  kept) when (1) f rose in at most ρ·(w_j − w_{j−1}) of the steps since the last checkpoint (ρ = 0.75),
+  or (2) η was not halved at the last checkpoint and the best f has not improved since.
+
+Where the paper and the authors' public code differ, this follows the code (fra31/auto-attack and
+SEA's nmndeep/Robust-Segmentation, ``apgd_train``), each choice tested in
+``tests/attacks/test_apgd_reference.py``:
+
+- condition (1) is ``count <= ρ·k`` (the paper writes ``<``), counting strict rises ``f_i > f_{i−1}``;
+- the first comparison of a stage is of f(x1) with 0, not with f(x0): the code compares with an entry
+  of its zero-initialised loss history (an index that wraps around). With the cross-entropy (≥ 0) the
+  first step counts as a rise;
+- condition (2) does not apply at the first checkpoint (its "halved at the last checkpoint" flag
+  starts true), and "not improved" includes ties;
+- the best point starts at the start point x0 (its tracked f and gradient) and changes only on a
+  strict improvement.
 
 The best point and the step-size decisions follow a *tracked* objective, which need not be the
-attacked loss: SEA tracks the plain cross-entropy for every loss (its public code passes
-``track_loss="ce-avg"``), since a masked loss falls as pixels are won and would make the
-least-attacked iterate look best (``track: ce``, the default; ``track: loss`` follows the attacked
-loss itself). The engine's records keep every iterate's score, so the best iterate by the success
-metric is what the reports read.
+attacked loss: a masked loss falls as pixels are won and would make the least-attacked iterate look
+best. ``track: sea`` (the default) tracks what SEA's public protocol tracks: the mean cross-entropy
+for the masked cross-entropy, JS and SegPGD losses, and the unmasked normalised logit loss
+(``normalized_logit``) for the masked normalised logit loss; ``track: ce`` the cross-entropy for every
+loss; ``track: loss`` the attacked loss itself. The engine's records keep every iterate's score, so
+the best iterate by the success metric is what the reports read.
 
 SEA's progressive radius (``radii: [2, 1.5, 1]``, ``stages: [0.3, 0.3, 0.4]``): the N iterations are
 split into stages of ⌊0.3N⌋, ⌊0.3N⌋ and the rest, run at 2ε, 1.5ε and ε, each a fresh APGD (step
@@ -46,8 +61,10 @@ from medis.attacks.projection import per_sample
 from medis.attacks.rules.base import Stage, State, StepInfo, StepSize, UpdateRule
 from medis.errors import ConfigError
 
-TRACKED = ("ce", "loss")
-"""``attack.rule.track``: the plain cross-entropy (SEA) or the attacked loss."""
+TRACKED = ("sea", "ce", "loss")
+"""``attack.rule.track``: as SEA's protocol, the plain cross-entropy, or the attacked loss (module docstring)."""
+SEA_TRACKED = {"masked_logit": "normalized_logit"}
+"""The losses SEA's protocol tracks by another loss than the cross-entropy."""
 FIRST_CHECKPOINT = 0.22
 MIN_GAP = 0.06
 GAP_SHRINK = 0.03
@@ -73,7 +90,7 @@ def checkpoints(total: int) -> list[int]:
 def _checkpoint(state: State, x: torch.Tensor, grad: torch.Tensor, span: int,
                 rho: float) -> tuple[torch.Tensor, torch.Tensor, State]:
     """Halve η and restart from the best point where conditions (1) or (2) of the module docstring hold."""
-    oscillating = state["increases"] < rho * span
+    oscillating = state["increases"] <= rho * span
     stalled = (state["halved_last"] == 0) & (state["f_best"] <= state["f_best_checkpoint"])
     halve = oscillating | stalled
     state = dict(state)
@@ -89,7 +106,7 @@ def _checkpoint(state: State, x: torch.Tensor, grad: torch.Tensor, span: int,
 @dataclass(frozen=True)
 class APGD(StepSize, UpdateRule):
     """Auto-PGD (module docstring): initial step ``step_size_eps``·eps, ``momentum`` α, ``rho`` ρ,
-    ``track``: the objective of the best point and the step schedule (``ce`` or ``loss``);
+    ``track``: the objective of the best point and the step schedule (``sea``, ``ce`` or ``loss``);
     ``radii`` (in units of eps, the last 1) and ``stages`` (their shares of the iterations): SEA's
     progressive radius, one stage at eps by default."""
 
@@ -98,7 +115,7 @@ class APGD(StepSize, UpdateRule):
     step_size_eps: float | None = 2.0
     momentum: float = 0.75
     rho: float = 0.75
-    track: str = "ce"
+    track: str = "sea"
     radii: tuple[float, ...] = (1.0,)
     stages: tuple[float, ...] = (1.0,)
 
@@ -125,9 +142,11 @@ class APGD(StepSize, UpdateRule):
             raise ConfigError(f"attack.budget.steps={budget.steps}: {len(self.radii)} radius stages need at least "
                               f"{need} steps (one iteration each, one warm-start move between two)")
 
-    @property
-    def tracks_cross_entropy(self) -> bool:
-        return self.track == "ce"
+    def tracked_loss(self, loss: str) -> str | None:
+        """The loss tracked for the attacked loss ``loss`` (``track``; module docstring), ``None`` for itself."""
+        if self.track == "loss":
+            return None
+        return SEA_TRACKED.get(loss, "bce") if self.track == "sea" else "bce"
 
     def stage(self, position: int, total: int) -> Stage:
         """The stage whose iterates include record ``position`` (module docstring)."""
@@ -149,7 +168,7 @@ class APGD(StepSize, UpdateRule):
     def step(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, state: State,
              info: StepInfo, budget: Budget) -> tuple[torch.Tensor, State]:
         """One APGD update (module docstring), or a stage's warm-start move; reads the tracked
-        objective (``info.cross_entropy`` or ``info.loss``, (R,)), the score ``info.score`` and
+        objective (``info.tracked``, else ``info.loss``, (R,)), the score ``info.score`` and
         ``info.position`` of ``info.total`` updates."""
         state = dict(state)
         stage = self.stage(info.position, info.total)
@@ -169,9 +188,10 @@ class APGD(StepSize, UpdateRule):
     def _iterate(self, x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor,
                  state: State, info: StepInfo, budget: Budget, k: int, length: int) -> tuple[torch.Tensor, State]:
         """APGD's update k of a stage of ``length`` iterations inside ``budget``."""
-        tracked = info.cross_entropy if self.track == "ce" else info.loss
+        tracked = info.loss if self.track == "loss" or info.tracked is None else info.tracked
         objective = (direction.to(tracked.dtype) * tracked).to(state["f_best"].dtype)
-        state["increases"] = state["increases"] + (objective > state["f_prev"]).to(state["increases"].dtype) * (k > 0)
+        previous = state["f_prev"] if k > 1 else torch.zeros_like(objective)  # the first step: against 0 (as SEA's code)
+        state["increases"] = state["increases"] + (objective > previous).to(state["increases"].dtype) * (k > 0)
         better = objective > state["f_best"]
         state["x_best"] = torch.where(per_sample(better, x), x, state["x_best"])
         state["g_best"] = torch.where(per_sample(better, grad), grad, state["g_best"])
@@ -188,7 +208,7 @@ class APGD(StepSize, UpdateRule):
         z = budget.project(x + eta * torch.sign(d * grad), x0)
         alpha = 1.0 if k == 0 else self.momentum
         moved = x + alpha * (z - x) + (1.0 - alpha) * (x - state["x_prev"])  # projected by the engine
-        state["x_prev"] = x
+        state["x_prev"] = x.clone()  # x may be a view of the engine's state, which the engine then overwrites
         return moved, state
 
 
@@ -203,7 +223,7 @@ def _fresh(x: torch.Tensor, scalar: torch.Tensor, eta: float) -> State:
         "f_prev": torch.full_like(scalar, -math.inf),
         "f_best_checkpoint": torch.full_like(scalar, -math.inf),
         "increases": torch.zeros_like(scalar),
-        "halved_last": torch.zeros_like(scalar),
+        "halved_last": torch.ones_like(scalar),  # condition (2) does not apply at the first checkpoint
     }
 
 

@@ -44,15 +44,15 @@ class StepInfo:
         score: (R,) the recorded score of ``x`` against the reference (mIoU).
         position: index of this record in the attack loop (0 = the first evaluated image).
         total: number of updates T.
-        cross_entropy: (R,) the plain mean binary cross-entropy of ``x``'s prediction against the
-            reference (detached), for rules whose ``tracks_cross_entropy`` is true; else ``None``.
+        tracked: (R,) the loss the rule tracks for each replica's loss (:meth:`UpdateRule.tracked_loss`)
+            at the gradient point (detached); ``None`` when the rule tracks none.
     """
 
     loss: torch.Tensor
     score: torch.Tensor
     position: int
     total: int
-    cross_entropy: torch.Tensor | None = None
+    tracked: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ class Gradient:
     Attributes:
         grad: (R, C, H, W) the input gradient of each replica's surrogate loss at the gradient point.
         loss: (R,) the surrogate losses there (detached).
-        cross_entropy: (R,) the plain mean binary cross-entropy there (detached), for rules whose
-            ``tracks_cross_entropy`` is true; else ``None``.
+        tracked: (R,) the losses the rule tracks there (:meth:`UpdateRule.tracked_loss`, detached);
+            else ``None``.
     """
 
     grad: torch.Tensor
     loss: torch.Tensor
-    cross_entropy: torch.Tensor | None = None
+    tracked: torch.Tensor | None = None
 
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -126,10 +126,11 @@ class UpdateRule:
         if self.needs_budget and budget.eps is None:
             raise ConfigError(f"the {self.name} rule needs a budget: set attack.budget.eps")
 
-    @property
-    def tracks_cross_entropy(self) -> bool:
-        """Whether ``step`` reads :attr:`StepInfo.cross_entropy` (the engine computes it only then)."""
-        return False
+    def tracked_loss(self, loss: str) -> str | None:
+        """The registered loss whose value :meth:`step` reads as :attr:`StepInfo.tracked` for replicas
+        attacked with the loss ``loss`` (APGD: its best point and step schedule follow it), or ``None``:
+        none (the engine computes the tracked losses only for rules that name some)."""
+        return None
 
     def stage(self, position: int, total: int) -> Stage:
         """The stage of the iterate at record ``position`` of ``total`` updates (default: one stage

@@ -143,9 +143,8 @@ class EOT(UpdateRule):
     def check(self, budget: Budget) -> None:
         self.rule.check(budget)
 
-    @property
-    def tracks_cross_entropy(self) -> bool:
-        return self.rule.tracks_cross_entropy
+    def tracked_loss(self, loss: str) -> str | None:
+        return self.rule.tracked_loss(loss)
 
     def stage(self, position: int, total: int) -> Stage:
         return self.rule.stage(position, total)
@@ -180,10 +179,10 @@ class EOT(UpdateRule):
             found = self.rule.gradient(point, _Through(at, self.draw(seeds, index)))
             total = found if total is None else Gradient(
                 total.grad + found.grad, total.loss + found.loss,
-                None if found.cross_entropy is None else total.cross_entropy + found.cross_entropy)
+                None if found.tracked is None else total.tracked + found.tracked)
         assert total is not None
         return Gradient(total.grad / self.samples, total.loss / self.samples,
-                        None if total.cross_entropy is None else total.cross_entropy / self.samples)
+                        None if total.tracked is None else total.tracked / self.samples)
 
 
 def _pair(value: Any, key: str, kind: type, low: float, high: float | None) -> tuple:
