@@ -43,7 +43,7 @@ from hydra.utils import instantiate
 
 import medis.config.resolvers  # noqa: F401  (the config resolvers)
 from medis.attacks import EngineOptions, run_attack
-from medis.attacks.ensemble import Ensemble, run_ensemble
+from medis.attacks.ensemble import Ensemble, run_ensemble, worst_score
 from medis.runtime.cpu_allocator import tune_cpu_allocator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,20 +79,12 @@ def quartered(attack):
     return shorter(attack)
 
 
-def lowest(record) -> float:
-    """A record's worst case: its best admissible iterate's mIoU at full size (``worst_metric``), the
-    lowest of its trajectory for a record without one (set aside: the clean image's)."""
-    if record.worst_metric is not None:
-        return record.worst_metric
-    return min(v for v in record.trajectory if not math.isnan(v))
-
-
 def summarise(records, group_of) -> dict[str, dict]:
     """``{group: {"miou": mean per-image worst case, "passes": mean passes per image, "per_image"}}``."""
     groups: dict[str, dict[str, list]] = {}
     for record in records:
         entry = groups.setdefault(group_of(record), {}).setdefault(record.image_id, [math.inf, 0])
-        entry[0] = min(entry[0], lowest(record))
+        entry[0] = min(entry[0], worst_score(record, targeted=False))
         entry[1] += (record.forwards or 0) + (record.backwards or 0)
     return {group: {"miou": sum(v[0] for v in images.values()) / len(images),
                     "passes": sum(v[1] for v in images.values()) / len(images),
@@ -105,7 +97,7 @@ def cascade_curve(records, members: list[str], images: list[str]) -> list[dict]:
     best, spent, curve = {image: math.inf for image in images}, 0.0, []
     for member in members:
         for record in (r for r in records if r.attack == member):
-            best[record.image_id] = min(best[record.image_id], lowest(record))
+            best[record.image_id] = min(best[record.image_id], worst_score(record, targeted=False))
             spent += (record.forwards or 0) + (record.backwards or 0)
         curve.append({"member": member, "miou": sum(best.values()) / len(best), "passes": spent / len(images)})
     return curve

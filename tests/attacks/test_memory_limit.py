@@ -114,13 +114,13 @@ def test_measured_step_cost_predicts_steps_at_other_sizes_and_a_loss_size_bounds
 def replica_counts(limit: str, shape: tuple[int, int, int] = (3, 96, 128)) -> int | None:
     victim, losses = small_victim(), {"dice": build_loss("dice"), "lovasz": build_loss("lovasz")}
     return replica_batch(victim, losses, Attack(), shape, 4, max_batch="auto", memory_limit=limit, loss_size=None,
-                         track_best=False, device="cpu")
+                         device="cpu")
 
 
 def test_auto_max_batch_follows_the_limit() -> None:
     cost = measure_step_cost(small_victim(), {"dice": build_loss("dice"), "lovasz": build_loss("lovasz")}, 3,
                              torch.device("cpu"))
-    state = state_bytes((3, 96, 128), 4, 8, {}, False)
+    state = state_bytes((3, 96, 128), 4, 8, {}, True)
     for wanted in (1, 3, 8):
         limit = int(state + wanted * cost(96 * 128)) + 1
         assert replica_counts(str(limit)) == wanted
@@ -208,7 +208,7 @@ def test_small_images_skip_the_measurement_and_large_ones_do_not(monkeypatch: py
 
     def count(shape: tuple[int, int, int], images: int, limit: str = "auto") -> int | None:
         return replica_batch(victim, losses, Attack(), shape, images, max_batch="auto", memory_limit=limit,
-                             loss_size=None, track_best=False, device="cpu")
+                             loss_size=None, device="cpu")
 
     assert count((3, side, side), 4) is None and not measured  # all 8 replicas at once, nothing measured
     many = plan.SMALL_STEP_PIXELS // (side * side)  # images whose replicas (2 each) exceed the bound

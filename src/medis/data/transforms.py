@@ -10,9 +10,8 @@ original size; its real pipeline runs :func:`eval_transform` on each 8-bit adver
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import albumentations as A

@@ -101,8 +101,9 @@ class AttackModule(pl.LightningModule):
         self.ensemble = self.attack if isinstance(self.attack, Ensemble) else None
         self.members = list(self.ensemble.members) if self.ensemble else [self.attack]
         self.engine = engine or EngineOptions()
-        self.victim = (fast_path or FastPath()).wrap(victim)
-        self.float64 = self.engine_precision(fast_path) == FLOAT64  # every batch in float64
+        fast_path = fast_path or FastPath()
+        self.victim = fast_path.wrap(victim)
+        self.float64 = fast_path.precision == FLOAT64  # every batch in float64
         self.transfer_victim = transfer_victim
         if transfer_victim is not None and self.float64:
             self.transfer_victim = transfer_victim.double()  # the precision of the verdicts it is compared with
@@ -123,11 +124,6 @@ class AttackModule(pl.LightningModule):
         self._earlier: list[Record] = []  # records of a resumed run (a cascade's broken images)
         self._progress: BatchProgress | None = None  # in-batch progress (set when the test starts)
         self._pool: TargetPool | None = None
-
-    @staticmethod
-    def engine_precision(fast_path: FastPath | None) -> str:
-        """The engine's precision (``engine.precision``): ``fp64`` casts every batch to float64."""
-        return (fast_path or FastPath()).precision
 
     def _labels(self, member: Attack) -> dict[str, str]:
         """``{records' loss label: registry name}`` of a member (qualified in an ensemble)."""

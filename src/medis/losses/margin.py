@@ -21,8 +21,12 @@ def masked_logit_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = Fals
     SEA normalises a pixel's logit vector to unit length; a binary map has one logit (two-class
     logits (0, z)), whose unit vector would only keep sign(z), so the vector (1, z) is normalised.
     """
-    normalised = z / torch.sqrt(1.0 + z * z)
-    return -(pixel_set(z, mask, targeted) * (2.0 * mask - 1.0) * normalised).flatten(1).mean(1)
+    return -(pixel_set(z, mask, targeted) * _signed_normalized_logit(z, mask)).flatten(1).mean(1)
+
+
+def _signed_normalized_logit(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(2M − 1)·ẑ per pixel with ẑ = z/√(1 + z²) (:func:`masked_logit_loss`). (B, 1, H, W)."""
+    return (2.0 * mask - 1.0) * (z / torch.sqrt(1.0 + z * z))
 
 
 def dag_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = False) -> torch.Tensor:
@@ -40,7 +44,7 @@ def asma_loss(z: torch.Tensor, mask: torch.Tensor, targeted: bool = False) -> to
 def normalized_logit_loss(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """SEA's normalised logit loss without its mask (Croce, Singh, Hein, ECCV 2024), binary form:
     −Σ (2M − 1)·ẑ/N over every pixel, ẑ = z/√(1 + z²); what SEA's protocol tracks for the masked one."""
-    return -((2.0 * mask - 1.0) * (z / torch.sqrt(1.0 + z * z))).flatten(1).mean(1)
+    return -_signed_normalized_logit(z, mask).flatten(1).mean(1)
 
 
 register("masked_logit", with_direction(masked_logit_loss), non_negative=False)

@@ -97,13 +97,13 @@ class _Entry:
             record.dataset, record.target, record.eps)
         self.attack = _attack_name(record, index)
         self.image_id = record.image_id
-        self.low, self.high = min(scores), max(scores)
-        if record.worst_metric is not None:  # the worst case, scored at full size
-            self.low = self.high = record.worst_metric
         self.forwards, self.backwards = record.forwards, record.backwards
-        self.transfer, self.transfer_success = record.transfer_metric, record.transfer_success
-        if record.worst_metric is not None:  # the worst case's own verdict on the other model
+        if record.worst_metric is not None:  # the worst case, scored at full size, and its own transfer verdict
+            self.low = self.high = record.worst_metric
             self.transfer, self.transfer_success = record.worst_transfer_metric, record.worst_transfer_success
+        else:
+            self.low, self.high = min(scores), max(scores)
+            self.transfer, self.transfer_success = record.transfer_metric, record.transfer_success
 
 
 # --------------------------------------------------------------------------------------------

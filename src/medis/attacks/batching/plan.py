@@ -118,7 +118,7 @@ def small_step(victim: VictimFn, shape: Sequence[int], replicas: int) -> bool:
 
 def replica_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], attack: Attack, shape: Sequence[int],
                   images: int, *, max_batch: int | str | None, memory_limit: int | str, loss_size: int | None,
-                  track_best: bool, device: torch.device | str, dtype: torch.dtype = torch.float32) -> int | None:
+                  device: torch.device | str, dtype: torch.dtype = torch.float32) -> int | None:
     """Replicas per pass for ``images`` same-size images of ``shape`` (C, H, W), each attacked with
     every loss of ``loss_fns`` (module docstring).
 
@@ -138,7 +138,7 @@ def replica_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], attack: Atta
         return probed
     cost = measure_step_cost(victim, loss_fns, int(shape[0]), device, dtype=dtype, attack=attack)
     rule_state = attack.rule.init(torch.zeros(1, int(shape[0]), 2, 2, dtype=dtype), attack.budget)
-    state = state_bytes(shape, images, replicas, rule_state, track_best, element=dtype.itemsize)
+    state = state_bytes(shape, images, replicas, rule_state, track_best=True, element=dtype.itemsize)
     height, width = loss_shape((int(shape[1]), int(shape[2])), loss_size)
     step = cost(int(shape[1]) * int(shape[2]), height * width)
     total = auto_memory_limit() if limit is None else limit

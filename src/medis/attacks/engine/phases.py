@@ -169,12 +169,11 @@ def score_and_record(run: Run, state: Replicas, rows: Rows, step: Step, x: torch
     state.success_score[index] = torch.where(newly, score, state.success_score[index])
     if step.admissible:
         state.chosen[index] = torch.where(unsolved.view(-1, 1, 1, 1), x.detach(), state.chosen[index])
-    if state.best is not None:
-        improved = live & better(raw, state.best_score[index], run.target.targeted)
-        state.best_score[index] = torch.where(improved, raw, state.best_score[index])
-        state.best_at[index] = torch.where(improved, torch.full_like(state.best_at[index], step.position),
-                                           state.best_at[index])
-        state.best[index] = torch.where(improved.view(-1, 1, 1, 1), x.detach(), state.best[index])
+    improved = live & better(raw, state.best_score[index], run.target.targeted)
+    state.best_score[index] = torch.where(improved, raw, state.best_score[index])
+    state.best_at[index] = torch.where(improved, torch.full_like(state.best_at[index], step.position),
+                                       state.best_at[index])
+    state.best[index] = torch.where(improved.view(-1, 1, 1, 1), x.detach(), state.best[index])
     run.result.forward_replicas += rows.count
     state.forwards[index] += 1
     return raw, criteria.stops(raw) & live

@@ -102,7 +102,6 @@ class Replicas:
         seed: the random start's seed.
         ids: the B image ids (the random starts are drawn per (seed, image id, loss)).
         records: the number of records per replica.
-        track_best: keep the best iterate of every replica (transfer judging, a cascade's warm starts).
         start: (B, 3, H, W) images to start from instead of the clean ones (a cascade's warm start:
             every loss of an image starts there, projected onto the budget; no random start).
         start_steps: (B,) the updates that led to each starting image: the records' ``steps`` (and
@@ -110,7 +109,7 @@ class Replicas:
     """
 
     def __init__(self, images: torch.Tensor, references: torch.Tensor, losses: Sequence[str], attack: Attack,
-                 target: TargetKind, seed: int, ids: Sequence[str], records: int, track_best: bool = False,
+                 target: TargetKind, seed: int, ids: Sequence[str], records: int,
                  start: torch.Tensor | None = None, start_steps: Sequence[int] | None = None) -> None:
         batch, n_losses = images.shape[0], len(losses)
         self.count = batch * n_losses
@@ -148,7 +147,7 @@ class Replicas:
         self.best_at = torch.full((self.count,), -1, dtype=torch.long, device=device)  # record of the best
         offsets = torch.as_tensor(list(start_steps) if start_steps is not None else [0] * batch, dtype=torch.long)
         self.step_offset = offsets.repeat(n_losses).to(device)
-        self.best = self.images[self.image_of.to(device)] if track_best else None
+        self.best = self.images[self.image_of.to(device)]  # the best admissible iterate (the worst case)
 
     def clean(self, rows: torch.Tensor | slice | None = None) -> torch.Tensor:
         """The clean image of each replica of ``rows`` (all by default), (n, 3, H, W): a view where

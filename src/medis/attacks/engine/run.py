@@ -77,7 +77,7 @@ def _attack_same_size(run: Run, images: torch.Tensor, references: torch.Tensor, 
                       start: torch.Tensor | None = None, start_steps: Sequence[int] | None = None) -> AttackResult:
     criteria, names = run.criteria, list(run.loss_fns)
     state = Replicas(images, references, names, run.attack, run.target, seed, ids, criteria.records,
-                     track_best=True, start=start, start_steps=start_steps)
+                     start=start, start_steps=start_steps)
     state.skipped = skipped.to(state.done.device)
     state.done |= state.skipped
     state.step_size = loss_shape(state.step_size, run.options.loss_size)
@@ -214,7 +214,6 @@ def run_attack(victim: VictimFn, images: torch.Tensor | Sequence[torch.Tensor],
         for shape, members in groups.items():
             run.max_batch = replica_batch(victim, loss_fns, attack, shape, len(members), max_batch=options.max_batch,
                                           memory_limit=options.memory_limit, loss_size=options.loss_size,
-                                          track_best=True,
                                           device=image_list[members[0]].device, dtype=image_list[members[0]].dtype)
             batch = torch.stack([image_list[i] for i in members])
             refs = torch.stack([torch.stack([per_loss[name][i] for i in members]) for name in loss_fns])
