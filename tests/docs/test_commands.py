@@ -47,8 +47,9 @@ SIZE_LIMITS = [
     ("make demo", f'make demo TRAIN_ARGS="{TRAIN}" ATTACK_ARGS="{ATTACK}"'),
     ("--n 300 --size 192", "--n 24 --size 64"),
 ]
+CURVE = "curve.images=2 'curve.eps=[2,4]' attack.members.medis.budget.steps=1 'curve.checks.seeds=[1]'"
 SIZE_SUFFIX = [("train.py", TRAIN), ("attack.py data=isic2018", ATTACK.replace("data.synthetic.n=24 data.synthetic.size=64 ", "")),
-               ("attack.py", ATTACK)]
+               ("experiment=robustness_curve", f"{ATTACK} {CURVE}"), ("attack.py", ATTACK)]
 """Overrides appended to a command that contains the fragment (first match)."""
 
 

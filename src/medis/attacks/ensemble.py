@@ -224,10 +224,14 @@ def run_ensemble(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
                  transfer_to: Callable[[torch.Tensor], VictimOutput] | None = None) -> AttackResult:
     """The members of ``ensemble`` on the images (:func:`~medis.attacks.engine.run_attack` each): all
     of them on every image, or in a cascade each on the images still standing. ``reference`` as for
-    ``run_attack``, per-loss references keyed by qualified label. Returns all the records."""
+    ``run_attack``, per-loss references keyed by qualified label. Returns all the records; with
+    ``options.keep_best``, also each image's worst case over every member in ``best`` (one entry per
+    image, keyed by the label of the loss that found it)."""
     kind = target_kind(target)
     ids = [str(i) for i in range(len(images))] if ids is None else list(ids)
+    keep_best = options is not None and options.keep_best
     options = ensemble.options_for(options or EngineOptions())
+    worst: dict[str, tuple[str, tuple[float, torch.Tensor, int]]] = {}
     result, cascade = AttackResult(records=[]), Cascade(ensemble, kind.targeted)
     for member in ensemble.members:
         standing = cascade.standing(ids)
@@ -241,6 +245,12 @@ def run_ensemble(victim: Callable[[torch.Tensor], VictimOutput], images: Sequenc
                           losses=labels, options=options, seed=seed, ids=pick(ids), dataset=dataset,
                           transfer_to=transfer_to, start=starts[0], start_steps=starts[1])
         cascade.note(done.records, done.best)
-        done.best.clear()  # the bookkeeper keeps one image per image; the replicas' copies go
+        if keep_best:
+            for (image_id, label), entry in done.best.items():
+                known = worst.get(image_id)
+                if known is None or (entry[0] > known[1][0] if kind.targeted else entry[0] < known[1][0]):
+                    worst[image_id] = (label, entry)
+        done.best.clear()  # one image per image is kept (by the bookkeeper, and above); the replicas' copies go
         result.extend(done)
+    result.best = {(image_id, label): entry for image_id, (label, entry) in worst.items()}
     return result

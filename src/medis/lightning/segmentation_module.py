@@ -13,6 +13,13 @@ The recipe, as PraNet's ``MyTrain.py`` runs it, is the default:
 - validation: per-image Dice, IoU and the ISIC thresholded Jaccard, macro-averaged (torchmetrics),
   on the prediction of ``val_fusion`` (``last``: PraNet's finest side output).
 
+With ``adversarial`` (:class:`medis.lightning.adversarial.AdversarialTraining`, ``experiment=adv_train``)
+a share of every batch is replaced, before the multi-scale steps, by the worst case an attack of the
+core finds around it, the network in eval mode while the attack runs and back in train mode for the
+update; the adversarial images then take the same path as clean ones (normalisation in the graph,
+every scale, the structure loss on every side output). Validation then also reports the Dice under
+the cheap validation attack (``val/robust_dice``, ``val/robust_iou``), the run's checkpoint criterion.
+
 Images arrive in [0, 1] at the network size; ImageNet normalisation happens here, in the graph, as
 in :class:`medis.models.frontend.Victim`. The network is ``self.model``, so checkpoint keys are
 ``model.<key>`` (what :func:`medis.models.checkpoints.load_weights` expects).
@@ -20,6 +27,7 @@ in :class:`medis.models.frontend.Victim`. The network is ``self.model``, so chec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
@@ -29,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis.errors import ConfigError
+from medis.lightning.adversarial import (AdversarialTraining, adversarial_count, describe, training_victim,
+                                        worst_case_examples)
 from medis.lightning.overlap_metric import PerImageOverlap
 from medis.losses.structure import structure_loss
 from medis.models.frontend import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, Fusion, fuse_side_outputs
@@ -90,7 +100,8 @@ class SegmentationModule(pl.LightningModule):
                  scales: Sequence[float] = (0.75, 1.0, 1.25), grad_clip: float | None = 0.5,
                  grad_clip_algorithm: str = "value", val_fusion: Fusion = "last", paper_bce: bool = False,
                  num_val_examples: int = 4, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, victim: Mapping[str, Any] | None = None) -> None:
+                 std: Sequence[float] = IMAGENET_STD, victim: Mapping[str, Any] | None = None,
+                 adversarial: AdversarialTraining | None = None) -> None:
         super().__init__()
         if not scales or any(rate <= 0 for rate in scales):
             raise ConfigError(f"module.scales must be positive rates, got {list(scales)}")
@@ -105,8 +116,14 @@ class SegmentationModule(pl.LightningModule):
             "grad_clip_algorithm": str(grad_clip_algorithm), "val_fusion": str(val_fusion),
             "paper_bce": bool(paper_bce), "num_val_examples": int(num_val_examples),
             "mean": [float(v) for v in mean], "std": [float(v) for v in std]})
+        if adversarial is not None and not isinstance(adversarial, AdversarialTraining):
+            raise ConfigError(f"module.adversarial must be adversarial-training settings (_target_: "
+                              f"medis.lightning.adversarial.AdversarialTraining) or null, got {adversarial!r}")
         if victim is not None:
             self.remember_victim(victim)
+        if adversarial is not None:
+            self.hparams["adversarial"] = describe(adversarial)
+        self.adversarial = adversarial
         self.model = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -119,6 +136,7 @@ class SegmentationModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.val_overlap = PerImageOverlap()
+        self.val_robust_overlap = PerImageOverlap()
         self.val_examples: dict[str, torch.Tensor] = {}
 
     def remember_victim(self, victim: Mapping[str, Any]) -> None:
@@ -134,9 +152,40 @@ class SegmentationModule(pl.LightningModule):
         """Structure loss summed over side outputs, averaged over the batch (a scalar)."""
         return sum(structure_loss(z, masks, paper_bce=self.paper_bce).mean() for z in side_logits)
 
+    def attack_victim(self, images: torch.Tensor) -> Any:
+        """The network as an attack sees it at the size of ``images`` (B, 3, H, W): normalisation in
+        the graph, the validation fusion (:func:`medis.lightning.adversarial.training_victim`)."""
+        return training_victim(self.model, tuple(images.shape[-2:]), self.hparams["mean"], self.hparams["std"],
+                               self.val_fusion)
+
+    def adversarial_batch(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The training images (B, 3, H, W) with their first ``round(share·B)`` replaced by the training
+        attack's worst cases, found with the network in eval mode (train mode is restored after)."""
+        settings, images = self.adversarial, batch["image"]
+        count = adversarial_count(settings.share, images.shape[0])
+        batches = self.trainer.num_training_batches if self._trainer is not None else 1
+        factor = settings.radius_factor(self.current_epoch, batch_idx, batches if math.isfinite(batches) else 1)
+        if self._trainer is not None:
+            self.log("train/adversarial_share", count / max(1, images.shape[0]), on_step=False, on_epoch=True,
+                     batch_size=images.shape[0])
+            self.log("train/eps_factor", factor, on_step=False, on_epoch=True, batch_size=images.shape[0])
+        if count == 0 or factor == 0:
+            return images
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            worst = worst_case_examples(self.attack_victim(images), images[:count], batch["mask"][:count],
+                                        list(batch["id"][:count]), settings.attack_at(factor),
+                                        settings.batch_seed(self.current_epoch, batch_idx))
+        finally:
+            self.model.train(was_training)
+        return torch.cat([worst, images[count:]]) if count < images.shape[0] else worst
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, masks = batch["image"], batch["mask"]
+        if self.adversarial is not None:
+            images = self.adversarial_batch(batch, batch_idx)
         optimizer = self.optimizers()
         losses = {}
         for rate in self.scales:
@@ -165,6 +214,12 @@ class SegmentationModule(pl.LightningModule):
         prob, _ = fuse_side_outputs(side, self.val_fusion)
         self.val_overlap.update(prob > 0.5, masks > 0.5)
         self.log("val/loss", self.loss(side, masks), on_epoch=True, batch_size=images.shape[0])
+        if self.adversarial is not None:
+            worst = worst_case_examples(self.attack_victim(images), images, masks, list(batch["id"]),
+                                        self.adversarial.validation_attack, self.adversarial.seed)
+            with torch.no_grad():
+                robust, _ = fuse_side_outputs(self(worst), self.val_fusion)
+            self.val_robust_overlap.update(robust > 0.5, masks > 0.5)
         if batch_idx == 0 and self.num_val_examples:
             keep = slice(0, self.num_val_examples)
             self.val_examples = {"image": images[keep].detach().cpu(), "mask": masks[keep].detach().cpu(),
@@ -176,6 +231,11 @@ class SegmentationModule(pl.LightningModule):
         self.log("val/iou", scores["iou"])
         self.log("val/jaccard_thresholded", scores["jaccard_thresholded"])
         self.val_overlap.reset()
+        if self.adversarial is not None:
+            robust = self.val_robust_overlap.compute()
+            self.log("val/robust_dice", robust["dice"], prog_bar=True)
+            self.log("val/robust_iou", robust["iou"])
+            self.val_robust_overlap.reset()
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

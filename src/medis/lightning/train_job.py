@@ -88,7 +88,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         ``{"best_val_dice", "best_checkpoint", "last_checkpoint", "metrics"}``; ``best_val_dice`` is
-        ``None`` when no validation ran.
+        the best checkpoint's score (the monitored metric: ``val/dice``, or ``val/robust_dice`` in
+        adversarial training), ``None`` when no validation ran.
     """
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -102,7 +103,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         log.info("initialised the network from %s (%s checkpoint)", cfg.init_from, kind)
     module = instantiate(cfg.module, net=net)
     module.remember_victim(trained_victim(cfg))  # not through instantiate: its net config would be built
-    with job_trainer(cfg) as trainer:
+    # adversarial training attacks in validation too: gradients must be possible there (no inference mode)
+    with job_trainer(cfg, inference_mode=module.adversarial is None) as trainer:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     return _report(trainer)
 
@@ -120,16 +122,17 @@ def _report(trainer: pl.Trainer) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_score if checkpoint is not None else None
+    monitor = (checkpoint.monitor if checkpoint is not None else None) or "val/dice"
     result = {
-        "best_val_dice": float(best) if best is not None else metrics.get("val/dice"),
+        "best_val_dice": float(best) if best is not None else metrics.get(monitor),
         "best_checkpoint": checkpoint.best_model_path if checkpoint is not None else None,
         "last_checkpoint": checkpoint.last_model_path if checkpoint is not None else None,
         "metrics": metrics,
     }
     if trainer.is_global_zero:
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val/dice", "val/iou", "val/jaccard_thresholded")
-                          if k in metrics)
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val/dice", "val/iou", "val/jaccard_thresholded",
+                                                            "val/robust_dice") if k in metrics)
         print(f"final: {shown or 'no validation metrics'}")
         if result["best_val_dice"] is not None:
-            print(f"best val/dice {result['best_val_dice']:.4f}; checkpoint: {result['best_checkpoint'] or '-'}")
+            print(f"best {monitor} {result['best_val_dice']:.4f}; checkpoint: {result['best_checkpoint'] or '-'}")
     return result
