@@ -28,13 +28,31 @@ def composed(name: str, *overrides: str):
     ("attack", "experiment=paper_isic"), ("attack", "trainer=gpu", "engine=gpu"),
     *[("attack", f"attack={option}") for option in ATTACK_OPTIONS],
     ("train",), ("train", "experiment=demo_train"), ("train", "debug=fdr"), ("train", "model=pranet"),
+    ("train", "experiment=adv_train"), ("train", "experiment=isic_adv_transfer"),
+    ("attack", "experiment=robustness_curve"),
 ])
 def test_every_shipped_config_passes(overrides: tuple[str, ...]) -> None:
     """Every shipped combination passes, once the weights a user brings (absent here) are set aside."""
     cfg = composed(*overrides)
     if "model" in cfg:
         cfg.model.checkpoint = None
+    if cfg.get("init_from"):
+        cfg.init_from = None
     check_config(cfg)
+
+
+def test_the_robust_transfer_recipe_is_pir_at_on_isic_transfer() -> None:
+    """experiment=isic_adv_transfer: isic_transfer's PraNet from PraNet-19.pth, with PIR-AT's attack."""
+    robust, plain = composed("train", "experiment=isic_adv_transfer"), composed("train", "experiment=isic_transfer")
+    for key in ("model.net._target_", "data.layout", "trainer.max_epochs", "data.batch_size", "module.optimizer.lr",
+                "module.scales", "init_from"):
+        assert OmegaConf.select(robust, key) == OmegaConf.select(plain, key), key
+    attack = robust.module.adversarial.attack
+    assert list(attack.losses) == ["bce"] and attack.budget.steps == 2 and attack.rule.step_size == 0.01
+    assert attack.budget.eps == pytest.approx(4 / 255) and attack.budget.random_start
+    assert robust.module.adversarial.share == 1.0
+    assert robust.callbacks.model_checkpoint.monitor == "val/robust_dice"
+    assert plain.module.adversarial is None
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -126,3 +144,47 @@ def test_choices_mirror_the_registries() -> None:
     assert options("model.fusion") == set(FUSIONS)
     assert options("module.val_fusion") == set(VAL_FUSIONS)
     assert all(SCHEMA["attack.criteria.stop"].accepts(word) for word in STOP_WORDS)
+
+
+@pytest.mark.parametrize(("name", "override", "nearest"), [
+    ("attack", "+attack.stesp=5", "attack.budget.steps"),
+    ("attack", "+data.eval_bach_size=4", "data.eval_batch_size"),
+    ("attack", "+resum=true", "resume"),
+    ("attack", "+losses.nmes=[bce]", "losses.names"),
+    ("attack", "+target.kind=[white]", "target.kinds"),
+    ("attack", "+attack.rule.momentum=0.9", None),  # PGD has no momentum (MI-FGSM has)
+    ("train", "+model.net.widht=8", None),
+])
+def test_a_key_added_with_plus_that_nothing_takes_is_one_line(name: str, override: str, nearest: str | None) -> None:
+    from medis.config.added_keys import check_added_keys
+
+    key = override.split("=")[0].lstrip("+")
+    cfg = composed(name, *(["attack=pgd"] if "rule" in override else []), override)
+    with pytest.raises(ConfigError, match=f"unknown key {key}") as caught:
+        check_added_keys(cfg, [override])
+    if nearest:
+        assert str(caught.value).endswith(f"the nearest key is {nearest}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("train", ("+trainer.limit_train_batches=2",)), ("train", ("+trainer.gradient_clip_val=1.0",)),
+    ("attack", ("+callbacks.early._target_=pytorch_lightning.callbacks.EarlyStopping",)),
+    ("attack", ("attack=ensemble", "+attack.members.padam_mbce.budget.steps=6")),
+    ("train", ("++model.net.channel=8",)), ("train", ("model=unet", "+model.net.in_channels=3")),
+])
+def test_a_key_added_with_plus_that_something_takes_passes(name: str, overrides: tuple[str, ...]) -> None:
+    from medis.config.added_keys import check_added_keys
+
+    check_added_keys(composed(name, *overrides), list(overrides))
+
+
+def test_an_added_typo_stops_attack_py_before_any_work(tmp_path) -> None:
+    from .entry_points import run_entry
+
+    done = run_entry("attack.py", tmp_path, "+attack.stesp=5")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: unknown key attack.stesp (added with +attack.stesp=...): no config group, schema entry or "
+        "constructor takes it; the nearest key is attack.budget.steps")
+    assert not (tmp_path / "outputs" / "attack").exists() or not list((tmp_path / "outputs" / "attack").rglob("*.csv"))

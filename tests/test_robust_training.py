@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from medis.models.checkpoints import read_checkpoint
+from medis.reporting.wandb_offline import read_offline_run
 
 from .entry_points import only, run_entry
 
@@ -18,7 +19,7 @@ SMALL_TRAINING = ("model.input_size=64", "model.net.channel=8", "trainer.max_epo
                   "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "module.scales=[1.0]",
                   "logger=csv", "callbacks.val_predictions=null")
 SMALL_CASCADE = ("attack.budget.steps=2", "attack.members.medis.budget.steps=1", "curve.images=2",
-                 "curve.eps=[2,4]", "curve.checks.seeds=[1]", "curve.checks.gradient_images=1", "logger=csv")
+                 "curve.eps=[2,4]", "curve.checks.seeds=[1]", "curve.checks.gradient_images=1")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,12 @@ def test_the_curve_compares_two_models_and_runs_every_check(robust_checkpoint: P
     assert (run_dir / "curve.png").stat().st_size > 10_000
     assert len(list((run_dir / "records").glob("*.csv"))) == 4
     assert "robustness curve:" in done.stdout
+    # W&B (offline, the default logger): the table, the plot and a metric per model and radius
+    wandb_run = read_offline_run(run_dir / "wandb")
+    columns, rows = wandb_run.table("robustness_curve")
+    assert columns == ["model", "eps_255", "worst_miou", "worst_dice"] and len(rows) == 4
+    assert wandb_run.images("robustness_curve_plot")
+    assert {"curve/robust/miou@4", "curve/clean/dice@0"} <= wandb_run.history_keys
 
 
 def test_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:

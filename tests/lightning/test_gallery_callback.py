@@ -199,14 +199,14 @@ def test_callback_logs_to_wandb_loggers_only(tmp_path: Path, monkeypatch: pytest
     callback.on_test_end(types.SimpleNamespace(is_global_zero=True, loggers=[other, recording]), _module(gallery))
     assert len(recording.calls) == 2
     call, overlays = recording.calls
-    assert call["key"] == "attack/gallery/random"
+    assert call["key"] == "attack/gallery"  # one target kind: the key every run of a target sweep shares
     [image] = call["images"]
     assert image.shape == (_grid_height(2, 16), _grid_width(16), 3)
     [text] = call["caption"]
     assert "toy/img1 · dice · success at step 7" in text and "toy/img2 · dice · failed" in text
     assert "img3" not in text
     # one W&B image per entry, the adversarial image with four mask layers (class ids 0/1)
-    assert overlays["key"] == "attack/overlays/random" and len(overlays["images"]) == 2
+    assert overlays["key"] == "attack/overlays" and len(overlays["images"]) == 2
     assert all(image.shape == (8, 8, 3) and image.dtype == np.uint8 for image in overlays["images"])
     for masks in overlays["masks"]:
         assert set(masks) == {"ground_truth", "target", "clean_prediction", "adversarial_prediction"}
@@ -229,7 +229,7 @@ def test_callback_with_real_offline_wandb_logger(tmp_path: Path, monkeypatch: py
     finally:
         wandb.finish()
     assert callback.paths["inverted"].exists()
-    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/attack/gallery/inverted_*.png"))
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/attack/gallery_*.png"))
 
 
 def test_overlays_of_different_sizes_are_padded_to_one_size() -> None:
@@ -241,3 +241,19 @@ def test_overlays_of_different_sizes_are_padded_to_one_size() -> None:
     assert all(m["ground_truth"]["mask_data"].shape == (5, 6) for m in out_masks)
     assert out_pixels[0][4].min() == 255 and out_masks[0]["ground_truth"]["mask_data"][4].max() == 0  # padding
     assert out_masks[1]["ground_truth"]["mask_data"][:5, :3].min() == 1  # the image itself untouched
+
+
+def test_gallery_keys_name_the_target_only_in_runs_of_several() -> None:
+    assert gallery_mod.gallery_keys("white", ["white"]) == ("attack/gallery", "attack/overlays")
+    assert gallery_mod.gallery_keys("white", ["untargeted", "white"]) == ("attack/gallery/white",
+                                                                          "attack/overlays/white")
+
+
+def test_several_targets_log_one_gallery_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gallery_mod, "WandbLogger", _RecordingLogger)
+    recording = _RecordingLogger()
+    callback = AdversarialGallery(str(tmp_path), max_images=1, tile_height=16)
+    gallery = {"white": [_entry(8, 8, seed=1)], "black": [_entry(8, 8, seed=2)]}
+    callback.on_test_end(types.SimpleNamespace(is_global_zero=True, loggers=[recording]), _module(gallery))
+    assert [call["key"] for call in recording.calls] == ["attack/gallery/white", "attack/overlays/white",
+                                                         "attack/gallery/black", "attack/overlays/black"]

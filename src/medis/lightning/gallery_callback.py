@@ -59,12 +59,22 @@ def padded(pixels: list[np.ndarray], masks: list[dict[str, dict]]) -> tuple[list
             [{name: {**layer, "mask_data": pad(layer["mask_data"], 0)} for name, layer in m.items()} for m in masks])
 
 
+def gallery_keys(target: str, targets: Sequence[str]) -> tuple[str, str]:
+    """The W&B keys of ``target``'s gallery and overlays: ``attack/gallery`` and ``attack/overlays`` in a
+    run of one target kind (the target is in the caption), so that runs of a sweep over targets share
+    one panel; ``attack/gallery/<target>`` and ``attack/overlays/<target>`` in a run of several. The
+    rule of the scalar metrics (:mod:`medis.reporting.run_metrics`)."""
+    suffix = f"/{target}" if len(set(targets)) > 1 else ""
+    return f"attack/gallery{suffix}", f"attack/overlays{suffix}"
+
+
 class AdversarialGallery(pl.Callback):
     """At the end of the attack, draw the module's ``gallery`` (target kind -> list of entries) as one
     PNG per target, ``<dirpath>/gallery_<target>.png``, and log it to every W&B logger as
-    ``attack/gallery/<target>``, and each entry as a W&B image with segmentation overlays
-    (``attack/overlays/<target>``: the adversarial image with ground truth, target, clean and
-    adversarial prediction as mask layers that the W&B UI toggles).
+    ``attack/gallery``, and each entry as a W&B image with segmentation overlays
+    (``attack/overlays``: the adversarial image with ground truth, target, clean and adversarial
+    prediction as mask layers that the W&B UI toggles); a run of several target kinds logs each
+    under ``/<target>`` (:func:`gallery_keys`).
 
     Each entry is a dict: ``dataset``, ``id``, ``loss`` (str), ``success`` (bool), ``steps`` (int or
     None), optionally ``set_aside`` (bool) and ``metric`` (the record's score); ``image``, ``adversarial`` (3, H, W) in [0, 1]; ``mask`` (ground truth), ``reference``
@@ -84,13 +94,15 @@ class AdversarialGallery(pl.Callback):
         if not trainer.is_global_zero:
             return
         self.paths = {}
-        for target, entries in (getattr(pl_module, "gallery", None) or {}).items():
+        gallery = getattr(pl_module, "gallery", None) or {}
+        targets = list(getattr(pl_module, "targets", None) or gallery)
+        for target, entries in gallery.items():
             entries = list(entries)[:self.max_images]
             if not entries:
                 continue
             grid = gallery_grid(entries, self.tile_height)
             self.paths[target] = self._save(grid, target)
-            self._log(trainer, target, grid, entries)
+            self._log(trainer, gallery_keys(target, targets), target, grid, entries)
         if self.paths:
             print("attack gallery: " + ", ".join(str(p) for p in self.paths.values()))
 
@@ -101,13 +113,14 @@ class AdversarialGallery(pl.Callback):
         return out
 
     @staticmethod
-    def _log(trainer: pl.Trainer, target: str, grid: np.ndarray, entries: Sequence[Entry]) -> None:
+    def _log(trainer: pl.Trainer, keys: tuple[str, str], target: str, grid: np.ndarray,
+             entries: Sequence[Entry]) -> None:
         text = (f"{target} | rows: " + "; ".join(caption(e) for e in entries)
                 + " | columns: clean, adversarial, amplified perturbation, ground truth, target,"
                   " clean probability, adversarial probability")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"attack/gallery/{target}", images=[grid], caption=[text])
+                logger.log_image(key=keys[0], images=[grid], caption=[text])
                 pixels, masks = padded([overlay_pixels(e) for e in entries], [overlay_masks(e) for e in entries])
-                logger.log_image(key=f"attack/overlays/{target}", images=pixels,
+                logger.log_image(key=keys[1], images=pixels,
                                  caption=[caption(e) for e in entries], masks=masks)

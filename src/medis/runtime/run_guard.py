@@ -2,7 +2,9 @@
 
 Before ``train.py`` or ``attack.py`` touches a file of its run folder:
 
-1. the config is checked (:func:`medis.config.schema.check_config`): a bad value is one line;
+1. the config is checked (:func:`medis.config.schema.check_config`): a bad value is one line; so is
+   a key added with ``+`` that nothing takes (:func:`medis.config.added_keys.check_added_keys`: a
+   typo, with the nearest key it meant);
 2. the folder is created and proven writable (:func:`medis.runtime.run_info.ensure_writable`): an
    unwritable, read-only or full output folder is one line naming it;
 3. the folder's lock is taken (:mod:`medis.runtime.run_lock`): a second run into a folder that a live run
@@ -30,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from medis.config.added_keys import check_added_keys
 from medis.config.schema import check_config
 from medis.errors import DataError, exit_on_user_error
 from medis.reporting.atomic import atomic_write_text
@@ -106,7 +109,9 @@ class RunGuard(Callback):
     @exit_on_user_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)
-        check_config(_task_config(config))
+        task = _task_config(config)
+        check_added_keys(task, list(config.hydra.overrides.task))
+        check_config(task)
         self._lock(Path(config.hydra.run.dir), config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -123,6 +128,7 @@ class RunGuard(Callback):
     @exit_on_user_error
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = _task_config(config)
+        check_added_keys(task, list(config.hydra.overrides.task))
         check_config(task)
         for folder in _job_folders(config):
             self._lock(folder, config)
