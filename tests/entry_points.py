@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_entry(script: str, tmp_path: Path, *overrides: str, images: int = 24,
-              multirun: bool = False) -> subprocess.CompletedProcess:
-    """Run ``script`` with outputs and a synthetic ISIC set (``images`` images, 64 px high) under tmp_path."""
+              multirun: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``script`` with outputs and a synthetic ISIC set (``images`` images, 64 px high) under tmp_path
+    (``env``: variables set for it on top of this process's)."""
     args = [sys.executable, script, *(["-m"] if multirun else []),
             f"paths.log_dir={tmp_path / 'outputs'}", f"data.root={tmp_path / 'synthetic_isic'}",
             f"data.synthetic.n={images}", "data.synthetic.size=64", "data.num_workers=0", *overrides]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def only(pattern: str, root: Path) -> Path:

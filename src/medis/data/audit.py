@@ -12,8 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from medis.data.io import binarise, read_mask_levels
+from medis.errors import DataError
 
-__all__ = ["MaskAudit", "audit_masks"]
+__all__ = ["MIN_SIDE", "MaskAudit", "audit_masks", "refuse_tiny"]
+
+MIN_SIDE = 6
+"""The smallest image side an attack can judge: SSIM's 11-tap window reflects 5 pixels at each border
+(:mod:`medis.metrics.ssim`), which needs at least 6."""
+
+
+def refuse_tiny(path: str | Path, shape: tuple[int, ...]) -> None:
+    """A one-line :class:`~medis.errors.DataError` naming ``path`` when its (H, W[, C]) ``shape`` has a
+    side under :data:`MIN_SIDE` (the mask and its image have the same size)."""
+    height, width = int(shape[0]), int(shape[1])
+    if min(height, width) < MIN_SIDE:
+        raise DataError(f"{path}: image of {width}x{height} px is too small to attack; the smallest side "
+                        f"must be at least {MIN_SIDE} px (SSIM's window)")
 
 
 @dataclass

@@ -46,7 +46,7 @@ from medis.attacks.engine import AttackResult, EngineOptions, run_attack
 from medis.attacks.ensemble import Cascade, Ensemble
 from medis.attacks.sanity import check_victim
 from medis.attacks.targets import TargetPool, same_as_ground_truth, target_kind
-from medis.data.audit import MaskAudit
+from medis.data.audit import MaskAudit, refuse_tiny
 from medis.data.io import read_mask_levels
 from medis.errors import ConfigError
 from medis.lightning.attack_progress import BatchProgress
@@ -131,6 +131,7 @@ class AttackModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def on_test_start(self) -> None:
+        self._scan_test_masks()  # before any file of the run is touched: a refused image costs nothing
         self.output_dir.mkdir(parents=True, exist_ok=True)
         merged = self.output_dir / RECORDS_NAME
         world, rank = self.trainer.world_size, self.global_rank
@@ -148,7 +149,6 @@ class AttackModule(pl.LightningModule):
         else:
             self._discard_old_records(merged, path, rank)
         self._writer = RecordWriter(path)
-        self._scan_test_masks()
         bar = self.trainer.progress_bar_callback
         self._progress = BatchProgress(getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) else None)
 
@@ -166,12 +166,15 @@ class AttackModule(pl.LightningModule):
     def _scan_test_masks(self) -> None:
         """One pass over the masks of the whole test split (targets come from the whole set, not
         this job's shard): the audit (noted by rank 0) and, for random and most-similar targets,
-        the :class:`~medis.attacks.targets.TargetPool`. Images are not read."""
+        the :class:`~medis.attacks.targets.TargetPool`. Images are not read; one smaller than the
+        metrics need is refused (:func:`medis.data.audit.refuse_tiny`)."""
         dataset = self.trainer.datamodule.dataset("test", sharded=False)
         audit, pooled = MaskAudit(), any(kind.pooled for kind in self.kinds)
         masks, keys = [], []
         for entry in dataset.samples:
-            mask = audit.add(entry.mask, read_mask_levels(entry.mask))
+            levels = read_mask_levels(entry.mask)
+            refuse_tiny(entry.image, levels.shape)
+            mask = audit.add(entry.mask, levels)
             if pooled:
                 masks.append(torch.from_numpy(mask).float()[None])
                 keys.append((dataset.dataset_name or entry.dataset, entry.id))

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from medis.reporting import summary_rows, write_summary
+from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.reporting.run_metrics import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
@@ -25,7 +26,8 @@ class FusionCallback(pl.Callback):
     scalars whose names every run of a sweep shares (``attack/asr``, ``attack/by_loss/<loss>/asr``,
     ...: :mod:`medis.reporting.run_metrics`) and as two long-format W&B tables (``attack/summary``:
     one row per data set x target x loss; ``attack/records``: one per record), and write
-    ``summary.md`` and ``summary.csv`` into ``dirpath``.
+    ``summary.md`` and ``summary.csv`` into ``dirpath``: the summary first, so that a W&B failure (an
+    unwritable HOME or WANDB_DIR) costs only W&B, with one warning (:mod:`medis.lightning.wandb_guard`).
 
     Runs in ``on_test_end``, after the module's ``on_test_epoch_end`` has merged the records of all
     ranks (callbacks' epoch-end hooks run before the module's)."""
@@ -50,13 +52,14 @@ class FusionCallback(pl.Callback):
         name = str(getattr(attack, "name", "attack"))
         members = getattr(attack, "members", None) or [attack]
         eps = getattr(getattr(members[0], "budget", None), "eps", None)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=0)
-            if isinstance(logger, WandbLogger):
-                logger.log_table(key="attack/summary", columns=list(SUMMARY_COLUMNS),
-                                 data=summary_table_rows(self.rows, name, eps))
-                logger.log_table(key="attack/records", columns=list(RECORD_COLUMNS),
-                                 data=record_table_rows(records, name))
-        _, summary_md = write_summary(records, self.dirpath)
+        _, summary_md = write_summary(records, self.dirpath)  # the summary first: a logger cannot cost it
         print(Path(summary_md).read_text())
         print(f"records, summary.md and summary.csv in {self.dirpath}")
+        for logger in list(trainer.loggers):
+            with wandb_failure_is_a_warning(trainer, logger):
+                logger.log_metrics(metrics, step=0)
+                if isinstance(logger, WandbLogger):
+                    logger.log_table(key="attack/summary", columns=list(SUMMARY_COLUMNS),
+                                     data=summary_table_rows(self.rows, name, eps))
+                    logger.log_table(key="attack/records", columns=list(RECORD_COLUMNS),
+                                     data=record_table_rows(records, name))

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
+from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.reporting.gallery import Entry, caption, gallery_grid, to_uint8
 
 __all__ = ["AdversarialGallery"]
@@ -118,8 +119,10 @@ class AdversarialGallery(pl.Callback):
         text = (f"{target} | rows: " + "; ".join(caption(e) for e in entries)
                 + " | columns: clean, adversarial, amplified perturbation, ground truth, target,"
                   " clean probability, adversarial probability")
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
+        for logger in list(trainer.loggers):
+            if not isinstance(logger, WandbLogger):
+                continue
+            with wandb_failure_is_a_warning(trainer, logger):
                 logger.log_image(key=keys[0], images=[grid], caption=[text])
                 pixels, masks = padded([overlay_pixels(e) for e in entries], [overlay_masks(e) for e in entries])
                 logger.log_image(key=keys[1], images=pixels,

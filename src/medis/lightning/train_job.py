@@ -21,6 +21,7 @@ from medis.config.schema import check_config
 from medis.data.resize import RESIZE_ANTIALIAS
 from medis.errors import ConfigError
 from medis.lightning.run_identity import RunIdentity, run_identity
+from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.models.checkpoints import load_weights
 from medis.runtime.run_info import ensure_writable, write_run_info
 
@@ -72,15 +73,19 @@ def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     hparams = {**identity.config, "config": OmegaConf.to_container(cfg, resolve=True)}
     if trainer.is_global_zero:
         write_run_info(cfg.paths.output_dir, cfg.get("seed"))
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams)
+    for logger in list(trainer.loggers):
+        with wandb_failure_is_a_warning(trainer, logger):  # W&B starts here: its failure costs only W&B
+            logger.log_hyperparams(hparams)
     try:
         yield trainer
     finally:
         if any(isinstance(logger, WandbLogger) for logger in loggers):
             import wandb
 
-            wandb.finish()
+            try:
+                wandb.finish()
+            except Exception as err:  # noqa: BLE001 - the run's own files are written; W&B's sync state is W&B's
+                log.warning("W&B failed to finish its run (%s: %s)", type(err).__name__, err)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
