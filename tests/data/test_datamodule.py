@@ -191,3 +191,28 @@ def test_parallel_jobs_share_one_synthetic_generation(tmp_path: Path) -> None:
     for job, (out, err) in zip(jobs, outputs):
         assert job.returncode == 0, err[-2000:]
         assert out.split() == ["120", final]  # generated once: nobody replaced the set another job read
+
+
+def test_one_name_for_several_sets_keeps_each_set_apart(synthetic_root: Path, tmp_path: Path) -> None:
+    """data=pranet_testsets data.dataset_name=polyp: the five sets share one name, but a sample's
+    ``dataset`` is ``polyp/<set>``, so the same file name in two sets stays two records (and every shard
+    names its samples alike); a single set keeps the plain name."""
+    import shutil
+
+    root = tmp_path / "pranet"
+    shutil.copytree(synthetic_root / "pranet", root)
+    test_sets = sorted(p for p in (root / "TestDataset").iterdir() if p.is_dir())
+    donor, twin = test_sets[0], test_sets[1]
+    name = sorted((donor / "images").iterdir())[0].name  # the same file name in a second set
+    shutil.copy(donor / "images" / name, twin / "images" / name)
+    shutil.copy(donor / "masks" / name, twin / "masks" / name)
+    dm = instantiate(compose_data("pranet_testsets", root, "data.dataset_name=polyp", "data.shard=1/2"))
+    dm.setup()
+    whole = dm.dataset("test", sharded=False)
+    keys = [(whole.dataset_of(s), s.id) for s in whole.samples]
+    assert len(keys) == len(set(keys))
+    assert {k[0] for k in keys} == {f"polyp/{p.name}" for p in test_sets}
+    shard = dm.dataset("test")
+    assert all(shard[i]["dataset"].startswith("polyp/") for i in range(len(shard)))
+    single = instantiate(compose_data("pranet_etis", root, "data.dataset_name=etis"))
+    assert single.dataset("test")[0]["dataset"] == "etis"

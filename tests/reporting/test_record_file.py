@@ -232,18 +232,24 @@ def test_completed_keys(tmp_path: Path) -> None:
     assert completed_keys(read_records(path)) == {("kvasir", "1", "untargeted", "bce")}
 
 
-def test_a_row_already_in_the_file_is_never_written_again(tmp_path: Path) -> None:
-    """A resumed run's writer knows the keys on disk: a repeated (dataset, image, target, loss) is
-    dropped and counted, within a batch too, whatever its values."""
+def test_a_row_already_in_the_file_is_refused_never_dropped(tmp_path: Path) -> None:
+    """A resumed run's writer knows the keys on disk: a repeated (dataset, image, target, loss), in the
+    file or within a batch, is a one-line DataError naming the key, and nothing of that batch is written."""
     path = tmp_path / "records.csv"
     with RecordWriter(path) as writer:
-        written = writer.append([rec("a"), rec("b"), rec("a", success=False)])
-        assert [r.image_id for r in written] == ["a", "b"] and writer.dropped == 1
+        with pytest.raises(DataError, match=r"second record .*'kvasir', 'a', 'untargeted', 'bce'"):
+            writer.append([rec("a"), rec("b"), rec("a", success=False)])
+        written = writer.append([rec("a"), rec("b")])
+        assert [r.image_id for r in written] == ["a", "b"]
     with RecordWriter(path) as writer:  # resumed
         assert writer.keys == {("kvasir", "a", "untargeted", "bce"), ("kvasir", "b", "untargeted", "bce")}
-        written = writer.append([rec("b", steps=7), rec("b", loss="dice"), rec("a", target="white")])
+        with pytest.raises(DataError, match="second record"):
+            writer.append([rec("b", loss="dice"), rec("b", steps=7)])
+        written = writer.append([rec("b", loss="dice"), rec("a", target="white")])
         assert [(r.image_id, r.target, r.loss) for r in written] == [("b", "untargeted", "dice"), ("a", "white", "bce")]
-        assert writer.dropped == 1
     rows = read_records(path)
     assert len(rows) == 4 and len(completed_keys(rows)) == 4
     assert next(r for r in rows if r.image_id == "b" and r.loss == "bce").steps == 3  # the first one stays
+    # the same file name in two sets is two records
+    with RecordWriter(path) as writer:
+        writer.append([rec("a", dataset="polyp/CVC-300"), rec("a", dataset="polyp/Kvasir")])

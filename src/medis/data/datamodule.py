@@ -209,7 +209,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             transform = None
         else:
             transform = eval_transform(self.image_size)
-        return SegmentationDataset(samples, transform, self.dataset_name)
+        return SegmentationDataset(samples, transform, self.dataset_name,
+                                   subsets=[entry.dataset for entry in self.samples[split]])
 
     def _loader(self, split: Literal["train", "val", "test"], batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

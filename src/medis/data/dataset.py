@@ -38,14 +38,25 @@ class SegmentationDataset(Dataset):
         samples: what :func:`medis.data.layouts.discover` found.
         transform: applied to ``image`` (uint8 H,W,3) and ``mask`` (uint8 H,W); ``None`` keeps
             the original size (attack mode).
-        dataset_name: overrides each sample's ``dataset`` field (e.g. ``synthetic_isic``).
+        dataset_name: names the samples' ``dataset`` field (e.g. ``synthetic_isic``) instead of the
+            layout's set name; when the split holds several sets (``subsets``: PraNet's five test
+            sets) it is ``<dataset_name>/<set>``, so that equal file names of two sets stay two images.
+        subsets: the set names of the whole split (default: those of ``samples``; a shard passes the
+            whole split's, so every shard names its samples alike).
     """
 
     def __init__(self, samples: Sequence[SamplePaths], transform: A.Compose | None = None,
-                 dataset_name: str | None = None) -> None:
+                 dataset_name: str | None = None, subsets: Sequence[str] | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.dataset_name = dataset_name
+        self.several_sets = len(set(subsets if subsets is not None else (s.dataset for s in self.samples))) > 1
+
+    def dataset_of(self, entry: SamplePaths) -> str:
+        """The ``dataset`` field of ``entry``'s sample (see the class's arguments)."""
+        if not self.dataset_name:
+            return entry.dataset
+        return f"{self.dataset_name}/{entry.dataset}" if self.several_sets else self.dataset_name
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -57,7 +68,7 @@ class SegmentationDataset(Dataset):
             out = self.transform(image=image, mask=mask.astype(np.uint8))
             image, mask = out["image"], out["mask"]
         image_t, mask_t = to_tensors(image, mask)
-        return {"image": image_t, "mask": mask_t, "id": entry.id, "dataset": self.dataset_name or entry.dataset}
+        return {"image": image_t, "mask": mask_t, "id": entry.id, "dataset": self.dataset_of(entry)}
 
     def reseed(self, seed: int) -> None:
         """Reseed the augmentation pipeline (called once per data loader worker)."""

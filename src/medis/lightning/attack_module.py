@@ -177,7 +177,7 @@ class AttackModule(pl.LightningModule):
             mask = audit.add(entry.mask, levels)
             if pooled:
                 masks.append(torch.from_numpy(mask).float()[None])
-                keys.append((dataset.dataset_name or entry.dataset, entry.id))
+                keys.append((dataset.dataset_of(entry), entry.id))
         if pooled:
             self._pool = TargetPool(masks, keys, seed=self.seed, pool_size=self.pool_size)
         if self.global_rank == 0:

@@ -15,9 +15,10 @@ Crash safety rests on three rules:
 - reopening an existing file with :class:`RecordWriter` first truncates such a partial final line,
   so the next append starts on a fresh line instead of gluing a new row onto a cut one (the cut
   record was never complete, hence not in :func:`completed_keys`, and is attacked again);
-- a writer never writes a row whose (dataset, image, target, loss) is already in its file: a resumed
-  run cannot duplicate a record, whatever its caller does (:attr:`RecordWriter.dropped` counts the
-  rows it refused). One writer per file is the run folder lock's job (:mod:`medis.runtime.run_lock`).
+- a writer never writes a row whose (dataset, image, target, loss) is already in its file, nor drops
+  one: it refuses the batch with a one-line error naming the key (two sets with the same file names
+  under one name, or a caller repeating work). One writer per file is the run folder lock's job
+  (:mod:`medis.runtime.run_lock`).
 
 Format: UTF-8 CSV with the header :data:`~medis.results.records.RECORD_COLUMNS`, ``\\n`` line endings, each
 row encoded by :func:`medis.results.records.encode_row` (floats as ``repr``, ``None`` as an empty field,
@@ -95,8 +96,9 @@ class RecordWriter:
     partial final line left by a crash (no trailing newline) is truncated first, so that the next
     row starts on a line of its own.
 
-    A row whose :func:`record_key` the file already holds (or an earlier row of the same batch) is
-    not written; :attr:`dropped` counts them.
+    A row whose :func:`record_key` the file already holds (or an earlier row of the same batch) is a
+    :class:`~medis.errors.DataError` naming the key, and nothing of that batch is written: a record
+    is never dropped silently.
 
     Usable as a context manager::
 
@@ -113,8 +115,6 @@ class RecordWriter:
         is_new = not self.path.exists()
         self.keys: set[tuple[str, str, str, str]] = set()
         """The keys of the complete rows in the file (those on disk at opening and those appended)."""
-        self.dropped = 0
-        """Rows :meth:`append` did not write because their key was already in the file."""
         self._file = open(self.path, "a+b")  # noqa: SIM115 - closed by close()
         try:
             self._prepare()
@@ -175,14 +175,16 @@ class RecordWriter:
             raise ValueError(f"RecordWriter({self.path}) is closed")
         if isinstance(records, Mapping):
             raise TypeError("append takes an iterable of records, not a single record")
-        fresh = []
+        fresh, keys = [], set()
         for record in as_records(records):
             key = record_key(record)
-            if key in self.keys:
-                self.dropped += 1
-                continue
-            self.keys.add(key)
+            if key in self.keys or key in keys:
+                raise DataError(f"{self.path}: a second record for (dataset, image, target, loss) = {key}; two "
+                                f"images share this identity (the same file name in two sets under one "
+                                f"data.dataset_name?) or the run repeats work. Nothing of this batch was written")
+            keys.add(key)
             fresh.append(record)
+        self.keys |= keys
         text = _rows_text(fresh)
         if text:
             self._write(text)
