@@ -14,7 +14,8 @@ then runs the robustness curve on both side by side (``attack.py experiment=robu
 cascade at 1, 2, 4, 8/255 on the first ``--images`` test images at their original size, and the
 checks, the transfer check from the clean model). Writes a table (clean Dice and mIoU, the worst
 case at each radius, training time, the checks), the curve's plot and JSON to
-bench/results/adversarial_training[_quick].{md,png,json}; the JSON names the robust checkpoint it
+bench/results/adversarial_training.md, bench/results/adversarial_training.png and
+bench/results/adversarial_training.json (``--quick``: ``adversarial_training_quick.*``); the JSON names the robust checkpoint it
 saved (``<out>/robust.ckpt``). Goal (issue "robust skin-lesion models"): the robust model's
 worst-case mIoU >= 0.5 at 4/255 with clean validation Dice >= 0.85. ``--quick``: 2 epochs, 2 images,
 every attack budget a tenth (a smoke test of the script, not a measurement).

@@ -21,6 +21,7 @@ def records_of(root: Path) -> list[dict]:
     return read_records(only("outputs/attack/runs/*/records.csv", root))
 
 
+@pytest.mark.slow  # two processes and a gloo group (~25 s)
 def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     done = run_entry("attack.py", one, *COMMON, images=IMAGES)

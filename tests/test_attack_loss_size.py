@@ -3,6 +3,8 @@ run says how it ran."""
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,7 @@ def attack(tmp_path: Path, checkpoint: Path, loss_size: str) -> Path:
     return run
 
 
+@pytest.mark.slow  # two 40-image runs (~40 s); engine.loss_size has fast tests in tests/attacks/
 def test_losses_at_half_the_side_keep_the_fused_table_within_the_bound(tmp_path: Path, trained_checkpoint: Path) -> None:
     full = read_records(attack(tmp_path, trained_checkpoint, "null") / "records.csv")
     capped_run = attack(tmp_path, trained_checkpoint, "80")

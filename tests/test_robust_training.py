@@ -92,7 +92,7 @@ def test_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert "nowhere.ckpt" in done.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("model", ["unet", "pranet"])
+@pytest.mark.parametrize("model", ["unet", pytest.param("pranet", marks=pytest.mark.slow)])  # pranet: ~12 s
 def test_adversarial_training_runs_for_every_architecture(model: str, tmp_path: Path) -> None:
     """One training and one validation batch (fast dev run) of the U-Net and of the full PraNet."""
     done = run_entry("train.py", tmp_path, "experiment=adv_train", f"model={model}", "debug=fdr", "model.input_size=64",

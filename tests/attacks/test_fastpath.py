@@ -217,6 +217,7 @@ def test_compile_traces_forward_and_input_backward_graphs() -> None:
     assert len(graphs) <= seen + 2  # at most one more pair (CPU convolutions split the batch range once)
 
 
+@pytest.mark.slow  # an inductor compile (~30 s); test_compile_traces_forward_and_input_backward_graphs stays fast
 @needs_cxx
 def test_compiled_inductor_matches_plain_in_the_engine() -> None:
     """Inductor on this CPU (needs a C++ compiler): same outputs, input gradients and attack records."""

@@ -87,13 +87,7 @@ def victim_of(cfg: DictConfig, explicit: Collection[str], **changes: Any) -> Vic
 
 
 def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
-    """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``. A config
-    with a ``curve`` node (``experiment=robustness_curve``) runs the robustness curve instead
-    (:func:`medis.lightning.robustness_job.run_robustness_job`)."""
-    if cfg.get("curve") is not None:
-        from medis.lightning.robustness_job import run_robustness_job
-
-        return run_robustness_job(cfg)
+    """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``."""
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     module = build_attack_module(cfg)
