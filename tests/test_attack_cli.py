@@ -132,6 +132,7 @@ def test_attack_rejects_an_empty_data_set(tmp_path: Path) -> None:
     assert last.startswith("error: ") and str(empty) in last, last
 
 
+@pytest.mark.slow  # a full run, a killed one and its resume (~30 s); tests/test_stop_signals.py resumes a stopped run by default
 def test_killed_run_resumes_to_the_same_records(tmp_path: Path) -> None:
     """SIGKILL the process once some batches are on disk, then resume=true: same records as a full run."""
     common = ("losses.names=[bce,dice]", "target=all", "data.eval_batch_size=1", "attack.budget.steps=6", "logger=csv")

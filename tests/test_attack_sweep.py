@@ -17,6 +17,7 @@ from .entry_points import REPO, only, run_entry
 EPS = (2 / 255, 8 / 255)
 
 
+@pytest.mark.slow  # a 4-job sweep (~15 s); tests/test_wandb_sweep.py runs README's sweep by default
 def test_eps_by_target_sweep_and_report(tmp_path: Path, trained_checkpoint: Path) -> None:
     done = run_entry("attack.py", tmp_path, "model.input_size=64", "attack.budget.steps=3", "attack/rule=pgd",
                      f"model.checkpoint={trained_checkpoint}",
@@ -49,6 +50,7 @@ def test_eps_by_target_sweep_and_report(tmp_path: Path, trained_checkpoint: Path
         assert int(written["images"]) == row["images"] and row["images"] + row["set_aside"] == 4
 
 
+@pytest.mark.slow  # four sharded jobs and one whole run (~25 s); tests/reporting check the merge fast
 def test_sharded_jobs_report_like_one_run(tmp_path: Path, trained_checkpoint: Path) -> None:
     """data.shard=0/2,1/2 as two jobs: the report fuses them into the numbers of one unsharded run
     (most-similar targets still come from the whole test split)."""

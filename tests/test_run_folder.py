@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medis.reporting import read_records
@@ -57,6 +59,7 @@ def test_two_fresh_runs_at_once_one_is_refused_and_no_row_is_lost(tmp_path: Path
     assert_every_record_once(run)
 
 
+@pytest.mark.slow  # two runs and two resumes (~15 s)
 def test_two_resumed_runs_at_once_write_no_row_twice(tmp_path: Path, trained_checkpoint: Path) -> None:
     """The second waits for the first (wait_for_lock), then finds every record done and adds none."""
     run = tmp_path / "resumed"
@@ -89,3 +92,32 @@ def test_an_os_error_on_a_run_file_is_one_line(tmp_path: Path, trained_checkpoin
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == f"error: {run / 'records.csv'}: Is a directory"
     assert "Traceback" not in done.stderr
+
+
+def test_a_file_size_limit_is_one_line_and_the_rows_written_stay_whole(tmp_path: Path, trained_checkpoint: Path) -> None:
+    """A real limit on file sizes (``ulimit -f``, as quotas and some schedulers set it): the write that
+    crosses it fails with EFBIG, which names no file. The run ends with one line naming records.csv,
+    the file keeps whole rows only, and resume completes it."""
+    run = tmp_path / "run"
+    limit = 8 * 1024  # records.csv needs about 24 KiB; every other run file stays under 5 KiB
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes get EFBIG
+
+    first = attack_command(tmp_path, trained_checkpoint, f"hydra.run.dir={tmp_path / 'data_only'}", "data.shard=0/4")
+    assert subprocess.run(first, cwd=REPO, capture_output=True, timeout=600).returncode == 0  # data generated first
+    # data.num_workers=0: the limit holds for every file, also the shared memory through which DataLoader
+    # workers hand over batches (a real limit is gigabytes, this one kilobytes)
+    done = subprocess.run(attack_command(tmp_path, trained_checkpoint, f"hydra.run.dir={run}", "data.num_workers=0"),
+                          cwd=REPO,
+                          capture_output=True, text=True, timeout=180, preexec_fn=limited)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == f"error: {run / 'records.csv'}: File too large"
+    assert "Traceback" not in done.stderr
+    data = (run / "records.csv").read_bytes()
+    assert data.endswith(b"\n") and len(data) <= limit
+    assert 0 < len(read_records(run / "records.csv")) < TEST_IMAGES * len(LOSSES) * len(TARGETS)
+    resumed = subprocess.run(attack_command(tmp_path, trained_checkpoint, f"hydra.run.dir={run}", "resume=true"),
+                             cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_every_record_once(run)

@@ -21,6 +21,7 @@ def train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess
     return run_entry("train.py", tmp_path, *overrides, multirun=multirun)
 
 
+@pytest.mark.slow  # the full Res2Net PraNet (~20 s); tests/models/ check it fast
 def test_real_pranet_fast_dev_run(tmp_path: Path) -> None:
     done = train(tmp_path, "model=pranet", "data=synthetic_isic", "trainer=cpu", "debug=fdr", "data.batch_size=2")
     assert done.returncode == 0, done.stderr[-3000:]

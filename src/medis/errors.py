@@ -50,9 +50,18 @@ def one_line(err: BaseException) -> str:
     return last[len(name):] if last.startswith(name) else last
 
 
-ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
                                 errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
 """Errors of the machine, not of the code, when they name a file: shown as one line."""
+
+
+def naming(err: OSError, path: object) -> OSError:
+    """``err`` with ``path`` as its file name when it names none (a ``write`` on a full disk or past
+    a file-size limit raises ``[Errno 28]`` or ``[Errno 27]`` without one), so that the user's line
+    says which file."""
+    if err.filename is not None or err.errno is None:
+        return err
+    return OSError(err.errno, err.strerror, str(path))
 
 
 def _lines(err: BaseException) -> list[str]:

@@ -208,7 +208,7 @@ def test_each_append_is_one_write_and_fsynced(tmp_path: Path, monkeypatch: pytes
             return getattr(real_file, name)
 
         def write(self, data: bytes) -> int:
-            writes.append(data)
+            writes.append(bytes(data))
             return real_file.write(data)
 
     writer._file = Spy()  # type: ignore[assignment]

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from medis.data.io import read_pair
 from medis.data.layouts import SamplePaths
+from medis.runtime.stop_signals import quiet_worker_signals
 
 Sample = dict[str, Any]
 
@@ -77,12 +78,15 @@ class SegmentationDataset(Dataset):
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: give each worker's augmentation pipeline its own seed.
+    """``worker_init_fn``: give each worker's augmentation pipeline its own seed, and let SIGTERM and
+    SIGINT sent to the whole process group go to the main process alone, which ends its workers
+    (:func:`medis.runtime.stop_signals.quiet_worker_signals`).
 
     PyTorch seeds worker ``i`` with ``base + i`` where ``base`` comes from the main process's RNG
     (so it follows ``seed_everything`` and changes every epoch); albumentations keeps a separate
     random state, which we derive from it.
     """
+    quiet_worker_signals()  # a SIGTERM or Ctrl-C to the process group is the main process's to handle
     info = get_worker_info()
     dataset = info.dataset if info is not None else None
     while dataset is not None and not hasattr(dataset, "reseed"):

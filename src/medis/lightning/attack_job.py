@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from medis.lightning.fusion_callback import FusionCallback
 from medis.lightning.train_job import job_trainer
 from medis.models.frontend import Victim
 from medis.models.wrappers import FastPath
+from medis.runtime.resume_command import resume_command
+from medis.runtime.stop_signals import RunStopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,16 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     module = build_attack_module(cfg)
     datamodule = instantiate(cfg.data)
-    with job_trainer(cfg, inference_mode=False) as trainer:
-        trainer.test(module, datamodule=datamodule)
+    with job_trainer(cfg, inference_mode=False) as trainer, stop_on_signals() as stop:
+        try:
+            trainer.test(module, datamodule=datamodule)
+        except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
+            if stop.signum is None:
+                raise
+    if stop.signum is not None:  # the fusion callback wrote the partial summary; W&B is closed
+        print(f"{module.stopped_line(RunStopped(stop.signum))}; resume with: "
+              f"{resume_command(cfg.paths.output_dir)}", file=sys.stderr)
+        raise SystemExit(stop.exit_status)
     if trainer.is_global_zero:
         print(where_results_are(Path(cfg.paths.output_dir)))
     fusion = next((c for c in trainer.callbacks if isinstance(c, FusionCallback)), None)

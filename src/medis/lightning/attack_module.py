@@ -60,6 +60,7 @@ from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale
 from medis.results.fusion import representative
 from medis.results.records import Record
 from medis.runtime.cpu_allocator import release_free_heap
+from medis.runtime.stop_signals import RunStopped
 
 TRIM_EVERY = 1
 """Batches between two ``malloc_trim`` calls (:mod:`medis.runtime.cpu_allocator`): every batch (a trim costs
@@ -124,6 +125,8 @@ class AttackModule(pl.LightningModule):
         self._earlier: list[Record] = []  # records of a resumed run (a cascade's broken images)
         self._progress: BatchProgress | None = None  # in-batch progress (set when the test starts)
         self._pool: TargetPool | None = None
+        self.total_images = 0  # test images of this run (its shard), set when the test starts
+        self._finished: set[tuple[str, str]] = set()  # (dataset, image id) of the images whose batch ended
 
     def _labels(self, member: Attack) -> dict[str, str]:
         """``{records' loss label: registry name}`` of a member (qualified in an ensemble)."""
@@ -149,6 +152,8 @@ class AttackModule(pl.LightningModule):
         else:
             self._discard_old_records(merged, path, rank)
         self._writer = RecordWriter(path)
+        self.total_images = len(self.trainer.datamodule.dataset("test"))
+        self._finished = {(r.dataset, r.image_id) for r in self._earlier}
         bar = self.trainer.progress_bar_callback
         self._progress = BatchProgress(getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) else None)
 
@@ -319,15 +324,32 @@ class AttackModule(pl.LightningModule):
                 "clean_prob": display_copy(probs[0]), "adversarial_prob": display_copy(probs[1])})
 
     def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Every ``TRIM_EVERY`` batches, hand freed heap back to the system (:mod:`medis.runtime.cpu_allocator`)."""
+        """Count the batch's images as done; every ``TRIM_EVERY`` batches, hand freed heap back to the
+        system (:mod:`medis.runtime.cpu_allocator`)."""
+        self._finished.update(zip(batch["dataset"], batch["id"]))
         if (batch_idx + 1) % TRIM_EVERY == 0:
             release_free_heap()
 
-    def on_test_epoch_end(self) -> None:
-        """Close this rank's record file; with several ranks, rank 0 merges the shards."""
+    @property
+    def images_done(self) -> int:
+        """Images of this run whose batch has ended (with a resumed run's earlier ones)."""
+        return len(self._finished)
+
+    def stopped_line(self, exception: BaseException) -> str:
+        """``stopped by SIGTERM after K of N images`` for a run ended by ``exception`` (a
+        :class:`~medis.runtime.stop_signals.RunStopped`, or a requeue's ``SystemExit``)."""
+        why = exception.name if isinstance(exception, RunStopped) else "a requeue or preemption"
+        return f"stopped by {why} after {self.images_done} of {self.total_images} images"
+
+    def close_records(self) -> None:
+        """Close this rank's record file (every row written so far is whole and on disk)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def on_test_epoch_end(self) -> None:
+        """Close this rank's record file; with several ranks, rank 0 merges the shards."""
+        self.close_records()
         if self.global_rank == 0 and self.checks:
             atomic_write_text(self.output_dir / "checks.json", json.dumps(self.checks, indent=1) + "\n")
         if self.trainer.world_size > 1:

@@ -36,6 +36,22 @@ class FusionCallback(pl.Callback):
         self.dirpath = dirpath
         self.rows: list[dict] = []
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A run stopped by a signal (:class:`~medis.runtime.stop_signals.RunStopped`: SIGTERM,
+        Ctrl-C) or a requeue (``SystemExit`` from submitit's preemption handler): the records on
+        disk are whole rows; write the summary of what is done, marked partial (no W&B)."""
+        if not isinstance(exception, (KeyboardInterrupt, SystemExit)) or not trainer.is_global_zero:
+            return
+        stopped = getattr(pl_module, "stopped_line", None)
+        if stopped is None:
+            return
+        pl_module.close_records()
+        records = getattr(pl_module, "records", [])
+        if records:
+            why = stopped(exception)
+            write_summary(records, self.dirpath, partial=why)
+            print(f"partial summary.md and summary.csv in {self.dirpath} ({why})")
+
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         records = getattr(pl_module, "records", [])
         if not records or not trainer.is_global_zero:

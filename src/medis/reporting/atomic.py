@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from medis.errors import naming
+
 __all__ = ["atomic_write", "atomic_write_text"]
 
 
@@ -36,11 +38,13 @@ def atomic_write(path: str | os.PathLike, fill: Callable[[BinaryIO], None]) -> P
             os.fsync(handle.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError):
+            raise naming(err, path)  # noqa: B904 - a full disk's write names no file: this one
         raise
     return path
 

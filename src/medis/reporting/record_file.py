@@ -30,6 +30,7 @@ Pure Python (csv, os): no pandas, no torch, no Lightning/Hydra/W&B.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -37,7 +38,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from medis.errors import DataError
+from medis.runtime.stop_signals import signals_deferred
+
+from medis.errors import DataError, naming
 from medis.results.records import (
     LEGACY_COLUMNS,
     RECORD_COLUMNS,
@@ -115,7 +118,10 @@ class RecordWriter:
         is_new = not self.path.exists()
         self.keys: set[tuple[str, str, str, str]] = set()
         """The keys of the complete rows in the file (those on disk at opening and those appended)."""
-        self._file = open(self.path, "a+b")  # noqa: SIM115 - closed by close()
+        try:
+            self._file = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as err:
+            raise naming(err, self.path)  # noqa: B904 - the OSError stays its context
         try:
             self._prepare()
         except BaseException:
@@ -146,10 +152,20 @@ class RecordWriter:
             self._write(_HEADER_LINE)
 
     def _write(self, text: str) -> None:
-        self._file.seek(0, os.SEEK_END)
-        self._file.write(text.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Append ``text`` and fsync, with the stop signals held (a row is never cut by one). If the
+        disk refuses (full, a file-size limit, read-only), the file is cut back to its whole rows
+        and the error names the file."""
+        data = memoryview(text.encode("utf-8"))
+        with signals_deferred():
+            end = self._file.seek(0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[self._file.write(data):]
+                os.fsync(self._file.fileno())
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    self._file.truncate(end)
+                raise naming(err, self.path)  # noqa: B904 - the OSError stays its context
 
     @property
     def closed(self) -> bool:

@@ -158,13 +158,16 @@ def summary_csv(rows: Sequence[Mapping]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, dedupe: bool = False) -> tuple[Path, Path]:
+def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, dedupe: bool = False,
+                  partial: str | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/summary.csv`` and ``out_dir/summary.md`` (atomically) from the records.
 
     Args:
         records: one mapping per (image, target kind, loss).
         out_dir: the output folder (created if missing).
         dedupe: keep the last of duplicate records instead of raising.
+        partial: for a run that stopped early, why (e.g. ``"stopped by SIGTERM after 3 of 8
+            images"``): summary.md then opens with ``**Partial**: <why>``.
 
     Returns:
         ``(csv_path, md_path)``.
@@ -177,6 +180,8 @@ def write_summary(records: Iterable[Mapping], out_dir: str | os.PathLike, *, ded
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "summary.csv", out / "summary.md"
     csv_text, md_text = summary_csv(rows), summary_markdown(rows)
+    if partial:
+        md_text = f"**Partial**: {partial}. The tables below cover only these images.\n\n{md_text}"
     atomic_write_text(csv_path, csv_text)
     atomic_write_text(md_path, md_text)
     return csv_path, md_path
