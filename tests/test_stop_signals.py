@@ -74,6 +74,14 @@ def test_a_stopped_run_ends_partial_and_its_resume_line_finishes_it(tmp_path: Pa
     keys = Counter(record_key(record) for record in read_records(run / "records.csv"))
     assert max(keys.values()) == 1 and len(keys) == TEST_IMAGES * len(LOSSES) * len(TARGETS)
     assert "Partial" not in (run / "summary.md").read_text(encoding="utf-8")
+    # the same run resumed with another radius would mix two experiments in one records.csv: refused
+    before = {name: (run / name).read_bytes() for name in ("records.csv", ".hydra/config.yaml", "summary.md")}
+    mixed = subprocess.run([sys.executable, *resume[1:], "attack.budget.eps=0.0157"], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert mixed.returncode == 2
+    line = mixed.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: resume=true into {run}: ") and "attack.budget.eps (stored None, now 0.0157)" in line
+    assert before == {name: (run / name).read_bytes() for name in before}  # .hydra/ as the first run wrote it
 
 
 @pytest.mark.slow  # three or four job starts of about 30 s each

@@ -9,10 +9,14 @@ Before ``train.py`` or ``attack.py`` touches a file of its run folder:
    unwritable, read-only or full output folder is one line naming it;
 3. the folder's lock is taken (:mod:`medis.runtime.run_lock`): a second run into a folder that a live run
    holds stops with one line naming the folder and the holder, or waits ``wait_for_lock`` seconds;
-4. only then is ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml) written. Hydra would write it
-   before any callback could take the lock, so ``hydra.output_subdir`` is null and this callback
-   writes the same three files once the lock is held (a user who sets ``hydra.output_subdir``
-   gets Hydra's own copy there instead).
+4. ``resume=true`` into an attack run compares the settings that define its records with the
+   stored ones (:mod:`medis.runtime.record_settings`): a difference is one line naming each key;
+   a fresh attack run stores them in ``record_settings.json``;
+5. only then is ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml) written, by a fresh run: a
+   resumed one leaves it as the first run wrote it. Hydra would write it before any callback could
+   take the lock, so ``hydra.output_subdir`` is null and this callback writes the same three files
+   once the lock is held (a user who sets ``hydra.output_subdir`` gets Hydra's own copy there
+   instead).
 
 A single run locks ``hydra.run.dir`` from run start to run end; a multirun locks its sweep folder
 (``multirun.yaml``) and each job its own folder for the job's duration (and ``paths.output_dir``
@@ -36,6 +40,7 @@ from medis.config.added_keys import check_added_keys
 from medis.config.schema import check_config
 from medis.errors import DataError, exit_on_user_error
 from medis.reporting.atomic import atomic_write_text
+from medis.runtime.record_settings import SETTINGS_NAME, check_resume_settings, write_record_settings
 from medis.runtime.run_info import ensure_writable
 from medis.runtime.run_lock import RunLock, lock_run_folder
 
@@ -132,9 +137,20 @@ class RunGuard(Callback):
         check_config(task)
         for folder in _job_folders(config):
             self._lock(folder, config)
-        if is_secondary_process() or config.hydra.output_subdir is not None:
+        if is_secondary_process():
+            return
+        resume = bool(task.get("resume", False))
+        if "attack" in task and "target" in task:  # an attack run: its records' settings
+            run_dir = Path(OmegaConf.select(config, "paths.output_dir", default=config.hydra.runtime.output_dir))
+            if resume:
+                check_resume_settings(run_dir, task)  # before any file of the run is touched
+            if not resume or not (run_dir / SETTINGS_NAME).exists():
+                write_record_settings(run_dir, task)
+        if config.hydra.output_subdir is not None:
             return
         hydra_dir = Path(config.hydra.runtime.output_dir) / HYDRA_SUBDIR
+        if resume and (hydra_dir / "config.yaml").exists():
+            return  # .hydra/ stays as the first run wrote it
         try:
             atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(task))
             atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
