@@ -33,14 +33,15 @@ def command(tmp_path: Path, checkpoint: Path, run: Path, *overrides: str) -> lis
             "data.eval_batch_size=1", "gallery_size=0", f"hydra.run.dir={run}", *overrides]
 
 
-def stop_midway(args: list[str], records: Path, signum: int, group: bool) -> subprocess.CompletedProcess:
-    """Start the run; once its first images are on disk, send ``signum`` to it (or to its whole
-    process group); return how it ended."""
+def stop_midway(args: list[str], progress: Path, signum: int, group: bool) -> subprocess.CompletedProcess:
+    """Start the run; once ``progress`` shows work on disk (two images' records, or a checkpoint), send
+    ``signum`` to it (or to its whole process group); return how it ended."""
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if records.exists() and len(read_records(records)) >= 2 * len(LOSSES) * len(TARGETS):
+        if progress.exists() and (progress.suffix == ".ckpt" or
+                                  len(read_records(progress)) >= 2 * len(LOSSES) * len(TARGETS)):
             (os.killpg if group else os.kill)(process.pid, signum)
             break
         time.sleep(0.02)
@@ -104,3 +105,21 @@ def test_a_requeued_job_resumes_and_finishes(tmp_path: Path, trained_checkpoint:
     keys = Counter(record_key(record) for record in read_records(sweep / "0" / "records.csv"))
     assert max(keys.values()) == 1 and len(keys) == TEST_IMAGES * len(LOSSES) * len(TARGETS)
     assert "Partial" not in (sweep / "0" / "summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow  # a training stopped after its first epochs, then resumed (~40 s)
+def test_a_stopped_training_says_where_and_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "train run"
+    args = [sys.executable, "train.py", "experiment=demo_train", f"data.root={tmp_path / 'isic'}", "data.synthetic.n=40",
+            "data.synthetic.size=64", "model.input_size=64", "module.scales=[1.0]", "trainer.max_epochs=6",
+            "logger=csv", "callbacks.val_predictions=null", f"hydra.run.dir={run}"]
+    done = stop_midway(args, run / "checkpoints" / "last.ckpt", signal.SIGTERM, group=True)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM in epoch ") and " of 6; resume with: " in last, last
+    resume = shlex.split(last.split("resume with: ", 1)[1])
+    assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in resume
+    resumed = subprocess.run([sys.executable, *resume[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "final: val/dice" in resumed.stdout

@@ -28,6 +28,7 @@ def test_real_pranet_fast_dev_run(tmp_path: Path) -> None:
     assert "final: val/dice" in done.stdout
 
 
+@pytest.mark.slow  # the full Res2Net PraNet from an official-layout file (~13 s); tests/models/test_pranet.py loads that layout fast
 def test_transfer_from_official_layout(tmp_path: Path) -> None:
     """init_from= an official-layout PraNet state_dict: training starts from those weights."""
     official = fill_seeded(PraNet(), seed=5).state_dict()

@@ -102,8 +102,9 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
             if stop.signum is None:
                 raise
     if stop.signum is not None:  # the fusion callback wrote the partial summary; W&B is closed
-        print(f"{module.stopped_line(RunStopped(stop.signum))}; resume with: "
-              f"{resume_command(cfg.paths.output_dir)}", file=sys.stderr)
+        run = cfg.paths.output_dir
+        again = resume_command("attack.py", ["hydra.run.dir", "resume"], [f"hydra.run.dir={run}", "resume=true"])
+        print(f"{module.stopped_line(RunStopped(stop.signum))}; resume with: {again}", file=sys.stderr)
         raise SystemExit(stop.exit_status)
     if trainer.is_global_zero:
         print(where_results_are(Path(cfg.paths.output_dir)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
@@ -23,7 +25,9 @@ from medis.errors import ConfigError
 from medis.lightning.run_identity import RunIdentity, run_identity
 from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.models.checkpoints import load_weights
+from medis.runtime.resume_command import resume_command
 from medis.runtime.run_info import ensure_writable, write_run_info
+from medis.runtime.stop_signals import RunStopped, StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +113,29 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.module, net=net)
     module.remember_victim(trained_victim(cfg))  # not through instantiate: its net config would be built
     # adversarial training attacks in validation too: gradients must be possible there (no inference mode)
-    with job_trainer(cfg, inference_mode=module.adversarial is None) as trainer:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with job_trainer(cfg, inference_mode=module.adversarial is None) as trainer, stop_on_signals() as stop:
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
+            if stop.signum is None:
+                raise
+    if stop.signum is not None:
+        _stopped(cfg, trainer, stop)
     return _report(trainer)
+
+
+def _stopped(cfg: DictConfig, trainer: pl.Trainer, stop: StopRequest) -> None:
+    """A training stopped by SIGTERM or SIGINT: one line saying where, and how to go on from the last
+    epoch's checkpoint; exit 128 + signal."""
+    run = Path(cfg.paths.output_dir)
+    last = next(iter(sorted(run.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)), None)
+    where = f"stopped by {stop.name} in epoch {trainer.current_epoch + 1} of {trainer.max_epochs}"
+    if last is None:
+        print(f"{where}; no epoch had ended, so there is no checkpoint to resume from", file=sys.stderr)
+    else:
+        again = resume_command("train.py", ["hydra.run.dir", "ckpt_path"], [f"hydra.run.dir={run}", f"ckpt_path={last}"])
+        print(f"{where}; resume with: {again}", file=sys.stderr)
+    raise SystemExit(stop.exit_status)
 
 
 def trained_victim(cfg: DictConfig) -> dict[str, Any]:
