@@ -383,3 +383,48 @@ def test_all_options_together_match_eager_bf16() -> None:
     torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-2)
     fp32, _ = forward_and_input_grad(victim, x)  # and the compiled graph did run in bf16 (~5e-3 off float32)
     assert (out.side_logits[0] - fp32.side_logits[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("message", [
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "Expected canUse32BitIndexMath(input) && canUse32BitIndexMath(output) to be true, but got false.",
+    "CUDA error: out of memory",
+])
+def test_the_probe_counts_every_allocation_failure_as_does_not_fit(message: str) -> None:
+    """cuBLAS/cuDNN allocation failures and the 32-bit index limit are plain RuntimeErrors, not
+    torch.OutOfMemoryError: the probe reads them as 'too big' (a faked device that fails above 24)."""
+    def step(n: int) -> None:
+        if n > 24:
+            raise RuntimeError(message)
+
+    losses = {"bce": build_loss("bce")}
+    assert auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache={}, probe_devices=("cpu",), step=step,
+                          margin=1.0) == 24
+
+
+def test_the_probe_lets_a_real_bug_through() -> None:
+    def step(n: int) -> None:
+        raise RuntimeError("The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1")
+
+    with pytest.raises(RuntimeError, match="must match"):
+        auto_max_batch(LimitedVictim(0), {"bce": build_loss("bce")}, (3, 8, 8), "cpu", cache={},
+                       probe_devices=("cpu",), step=step)
+
+
+def test_the_cuda_probe_searches_no_further_than_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_batch=auto on CUDA (the device faked: only the probe's arguments are looked at)."""
+    from medis.attacks.batching import plan
+
+    asked: list[int] = []
+
+    def fake_probe(*args, upper: int, **kwargs) -> int:
+        asked.append(upper)
+        return int(upper * plan.PROBE_MARGIN)
+
+    monkeypatch.setattr(plan, "auto_max_batch", fake_probe)
+    attack = Attack(budget={"steps": 1})
+    losses = {name: build_loss(name) for name in ("bce", "dice", "tversky")}
+    got = plan.replica_batch(LimitedVictim(0), losses, attack, (3, 64, 64), 16, max_batch="auto",
+                             memory_limit="auto", loss_size=None, device="cuda")
+    assert asked == [54] and got >= 48  # 16 images x 3 losses = 48 replicas: one pass, never 1024 tries

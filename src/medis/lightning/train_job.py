@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from medis.config.schema import check_config
 from medis.data.resize import RESIZE_ANTIALIAS
 from medis.errors import ConfigError
+from medis.lightning.run_csv_logger import RunCSVLogger
 from medis.lightning.run_identity import RunIdentity, run_identity
 from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.models.checkpoints import load_weights
@@ -52,7 +53,7 @@ def build_loggers(cfg: DictConfig, identity: RunIdentity | None = None) -> list[
                                                    ("tags", list(identity.tags))) if not node.get(key)}
         loggers.append(instantiate(node, **named))
     if not any(isinstance(logger, CSVLogger) for logger in loggers):
-        loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
+        loggers.append(RunCSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
     return loggers
 
 

@@ -21,10 +21,12 @@ from medis.losses import LossContext
 from medis.models.frontend import VictimOutput, frozen
 from medis.models.wrappers import ChannelsLastNet, victim_precision
 
-__all__ = ["AUTO", "MAX_BATCH_CACHE", "MaxBatchError", "auto_max_batch", "fits_in_memory", "max_batch_key",
-           "search_max_batch"]
+__all__ = ["ALLOCATION_FAILURES", "AUTO", "MAX_BATCH_CACHE", "MaxBatchError", "PROBE_MARGIN", "auto_max_batch",
+           "does_not_fit", "fits_in_memory", "max_batch_key", "search_max_batch"]
 
 VictimFn = Callable[[torch.Tensor], VictimOutput]
+PROBE_MARGIN = 0.9
+"""Share of the largest probed batch that :func:`auto_max_batch` returns (room for the replicas' state)."""
 AUTO = "auto"
 """``engine.max_batch`` value: the largest replica batch that fits (CUDA; all replicas on CPU)."""
 MAX_BATCH_CACHE: dict[tuple, tuple[int, int]] = {}
@@ -108,8 +110,25 @@ def _release(device: torch.device, failed: bool) -> None:
         torch.cuda.empty_cache()
 
 
+ALLOCATION_FAILURES = ("out of memory", "ALLOC_FAILED", "canUse32BitIndexMath", "32-bit index",
+                       "CUDNN_STATUS_NOT_SUPPORTED", "CUBLAS_STATUS_NOT_SUPPORTED", "too large to fit")
+"""Words of the ``RuntimeError`` s by which CUDA libraries say a batch is too big: cuBLAS and cuDNN
+workspace allocation failures (``CUBLAS_STATUS_ALLOC_FAILED``, ``CUDNN_STATUS_ALLOC_FAILED``), the
+32-bit index limit of some kernels, cuDNN's refusal of an input too large for any algorithm."""
+
+
+def does_not_fit(err: BaseException) -> bool:
+    """Whether ``err`` says the step was too big for the device (``torch.OutOfMemoryError``, or a
+    ``RuntimeError`` of :data:`ALLOCATION_FAILURES`), rather than that the code is wrong."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and not isinstance(err, MedisError) and any(
+        words in str(err) for words in ALLOCATION_FAILURES)
+
+
 def fits_in_memory(step: Callable[[int], None], device: torch.device | str) -> Callable[[int], bool]:
-    """``fits(n)``: whether ``step(n)`` runs without ``torch.OutOfMemoryError``.
+    """``fits(n)``: whether ``step(n)`` runs without an allocation failure (:func:`does_not_fit`);
+    any other error propagates.
 
     The error (and with it its traceback's frames, which hold the step's tensors) is dropped before
     the device cache is emptied, after every try.
@@ -120,7 +139,9 @@ def fits_in_memory(step: Callable[[int], None], device: torch.device | str) -> C
         try:
             step(n)
             ok = True
-        except torch.OutOfMemoryError:
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not does_not_fit(err):
+                raise
             ok = False
         _release(device, failed=not ok)
         return ok
@@ -156,7 +177,7 @@ def max_batch_key(victim: VictimFn, loss_names: Iterable[str], image_shape: Sequ
 
 
 def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
-                   device: torch.device | str, *, upper: int = 1024, margin: float = 0.9,
+                   device: torch.device | str, *, upper: int = 1024, margin: float = PROBE_MARGIN,
                    cache: MutableMapping[tuple, tuple[int, int]] | None = None,
                    probe_devices: Sequence[str] = ("cuda",), step: Callable[[int], None] | None = None,
                    loss_size: int | None = None) -> int | None:
@@ -185,8 +206,9 @@ def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape
         margin: fraction of the largest batch that ran which is returned (0 < margin <= 1).
         cache: ``{key: (found, upper searched)}`` (default: the module's :data:`MAX_BATCH_CACHE`).
         probe_devices: device types on which to probe (tests add ``cpu``).
-        step: ``step(n)`` runs one step at batch n and raises ``torch.OutOfMemoryError`` if it does not
-            fit (default: :func:`attack_step_probe` of this victim and these losses).
+        step: ``step(n)`` runs one step at batch n and raises ``torch.OutOfMemoryError`` (or another
+            allocation failure, :func:`does_not_fit`) if it does not fit (default:
+            :func:`attack_step_probe` of this victim and these losses).
         loss_size: the engine's loss resolution (``engine.loss_size``).
 
     Raises:

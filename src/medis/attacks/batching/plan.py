@@ -15,11 +15,18 @@ pixel of the image, per pixel of the losses' maps, and a fixed part (:func:`meas
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import torch
 
-from medis.attacks.batching.device_probe import AUTO, attack_step_probe, auto_max_batch, max_batch_key
+from medis.attacks.batching.device_probe import (
+    AUTO,
+    PROBE_MARGIN,
+    attack_step_probe,
+    auto_max_batch,
+    max_batch_key,
+)
 from medis.attacks.batching.loss_size import MIN_LOSS_SIZE, loss_shape
 from medis.attacks.batching.memory import (
     StepCost,
@@ -133,7 +140,9 @@ def replica_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], attack: Atta
     limit = parse_memory_limit(memory_limit)
     if limit is None and device.type != "cuda" and small_step(victim, shape, replicas):
         return None
-    probed = auto_max_batch(victim, loss_fns, shape, device, loss_size=loss_size)
+    # the probe tries no batch larger than the replicas there are (after its margin, all of them in one pass)
+    probed = auto_max_batch(victim, loss_fns, shape, device, loss_size=loss_size,
+                            upper=max(1, math.ceil(replicas / PROBE_MARGIN)))
     if device.type == "cuda" and limit is None:
         return probed
     cost = measure_step_cost(victim, loss_fns, int(shape[0]), device, dtype=dtype, attack=attack)
