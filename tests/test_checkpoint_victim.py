@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from medis.reporting import read_records
 
 from .entry_points import only, run_entry
@@ -27,6 +29,7 @@ def test_the_checkpoint_alone_gives_the_records_of_its_written_out_victim(tmp_pa
     assert runs["alone"] and runs["alone"] == runs["written_out"]
 
 
+@pytest.mark.slow  # two refused runs that load the model first (~15 s)
 def test_an_override_that_contradicts_the_checkpoint_is_one_line(tmp_path: Path, trained_checkpoint: Path) -> None:
     for override, named in (("model.input_size=96", "model.input_size=96 contradicts"),
                             ("model=unet", "model=UNet(base_channels=32, depth=5, bilinear=True) contradicts")):

@@ -93,18 +93,23 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     """Attack as configured (see ``conf/attack.yaml``); returns ``{"records", "summary"}``."""
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    module = build_attack_module(cfg)
-    datamodule = instantiate(cfg.data)
-    with job_trainer(cfg, inference_mode=False) as trainer, stop_on_signals() as stop:
+    module: AttackModule | None = None
+    with stop_on_signals() as stop:  # SIGTERM / Ctrl-C, from set-up to W&B's last upload
         try:
-            trainer.test(module, datamodule=datamodule)
+            module = build_attack_module(cfg)
+            datamodule = instantiate(cfg.data)
+            with job_trainer(cfg, inference_mode=False) as trainer:
+                trainer.test(module, datamodule=datamodule)
         except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
             if stop.signum is None:
                 raise
     if stop.signum is not None:  # the fusion callback wrote the partial summary; W&B is closed
         run = cfg.paths.output_dir
         again = resume_command("attack.py", ["hydra.run.dir", "resume"], [f"hydra.run.dir={run}", "resume=true"])
-        print(f"{module.stopped_line(RunStopped(stop.signum))}; resume with: {again}", file=sys.stderr)
+        stopped = RunStopped(stop.signum)
+        where = (module.stopped_line(stopped) if module is not None and module.total_images
+                 else f"stopped by {stopped.name} before the attack started")
+        print(f"{where}; resume with: {again}", file=sys.stderr)
         raise SystemExit(stop.exit_status)
     if trainer.is_global_zero:
         print(where_results_are(Path(cfg.paths.output_dir)))
