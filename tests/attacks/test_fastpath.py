@@ -428,3 +428,22 @@ def test_the_cuda_probe_searches_no_further_than_the_replicas(monkeypatch: pytes
     got = plan.replica_batch(LimitedVictim(0), losses, attack, (3, 64, 64), 16, max_batch="auto",
                              memory_limit="auto", loss_size=None, device="cuda")
     assert asked == [54] and got >= 48  # 16 images x 3 losses = 48 replicas: one pass, never 1024 tries
+
+
+def test_the_probe_draws_its_trial_batches_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every random tensor of a trial step is created on the probed device (never built in host memory
+    and copied: at 16 Mpx a batch of 256 would take 51 GB of RAM)."""
+    from medis.attacks.batching.device_probe import attack_step_probe
+
+    drawn: list[tuple[tuple, object]] = []
+    real_rand = torch.rand
+
+    def spy(*size, **kwargs):
+        drawn.append((size, kwargs.get("device")))
+        return real_rand(*size, **kwargs)
+
+    victim = LimitedVictim(100)
+    step = attack_step_probe(victim, {"bce": build_loss("bce")}, (3, 16, 16), "cpu")
+    monkeypatch.setattr(torch, "rand", spy)
+    step(6)
+    assert [size[0] for size, _ in drawn] == [6, 6] and all(device == torch.device("cpu") for _, device in drawn)

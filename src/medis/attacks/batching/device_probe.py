@@ -75,7 +75,7 @@ def attack_step_probe(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_sh
                       dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
     """One engine step at replica batch n, as a function of n (raises ``torch.OutOfMemoryError``).
 
-    The step is the engine's chunk: a forward of n random (n, C, H, W) images with input gradient
+    The step is the engine's chunk: a forward of n random (n, C, H, W) images, drawn on ``device``, with input gradient
     enabled, the K losses on consecutive blocks of about n/K rows each (the engine's loss-major
     replicas) against a random (n, 1, h, w) mask (h, w: the loss resolution,
     :func:`~medis.attacks.batching.loss_size.loss_shape` of ``loss_size``), one backward to the input.
@@ -87,9 +87,11 @@ def attack_step_probe(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_sh
     size = loss_shape(full, loss_size)
 
     def step(n: int) -> None:
-        generator = torch.Generator().manual_seed(n)
-        x = torch.rand(n, *image_shape, generator=generator, dtype=dtype).to(device).requires_grad_(True)
-        reference = (torch.rand(n, 1, *size, generator=generator) > 0.5).to(device, dtype)
+        # drawn on the device: a trial batch never passes through host memory (at 16 Mpx, n = 256
+        # would be 51 GB there)
+        generator = torch.Generator(device=device).manual_seed(n)
+        x = torch.rand(n, *image_shape, generator=generator, dtype=dtype, device=device).requires_grad_(True)
+        reference = (torch.rand(n, 1, *size, generator=generator, device=device) > 0.5).to(dtype)
         loss_of = torch.arange(n) * len(loss_fns) // n
         with torch.enable_grad():  # as the engine: also inside a test loop's no_grad
             out = victim(x) if size == full else victim(x, size)
