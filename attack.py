@@ -2,15 +2,15 @@
 
 Configs: conf/attack.yaml; the work happens in medis.lightning.attack_job.run_attack_job, or, for a
 config with a ``curve`` node (``experiment=robustness_curve``), in
-medis.lightning.robustness_job.run_robustness_job. Every config value is checked before Lightning is
-imported, so a typo is answered in about two seconds rather than six.
+medis.lightning.robustness_job.run_robustness_job. Both are imported only once Hydra's run guard
+(medis.runtime.run_guard) has checked every config value, so a typo is answered in about two
+seconds rather than six.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 import medis.config.resolvers  # noqa: F401  (registers the config resolvers before Hydra composes)
-from medis.config.schema import check_config
 from medis.runtime.cli import run_hydra_main
 from medis.runtime.cpu_allocator import tune_cpu_allocator
 from medis.errors import exit_on_user_error
@@ -20,7 +20,6 @@ from medis.errors import exit_on_user_error
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    check_config(cfg)  # before the heavy imports below
     tune_cpu_allocator()  # reuse freed large CPU blocks (MEDIS_CPU_ALLOCATOR=default: off)
     if cfg.get("curve") is not None:  # experiment=robustness_curve: the cascade at several eps, and its checks
         from medis.lightning.robustness_job import run_robustness_job

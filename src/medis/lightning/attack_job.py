@@ -25,7 +25,7 @@ from medis.lightning.train_job import job_trainer
 from medis.models.frontend import Victim
 from medis.models.wrappers import FastPath
 from medis.runtime.resume_command import resume_command
-from medis.runtime.stop_signals import RunStopped, stop_on_signals
+from medis.runtime.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,15 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     module: AttackModule | None = None
     with stop_on_signals() as stop:  # SIGTERM / Ctrl-C, from set-up to W&B's last upload
-        try:
-            module = build_attack_module(cfg)
-            datamodule = instantiate(cfg.data)
-            with job_trainer(cfg, inference_mode=False) as trainer:
-                trainer.test(module, datamodule=datamodule)
-        except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
-            if stop.signum is None:
-                raise
+        module = build_attack_module(cfg)
+        datamodule = instantiate(cfg.data)
+        with job_trainer(cfg, inference_mode=False) as trainer:
+            trainer.test(module, datamodule=datamodule)
     if stop.signum is not None:  # the fusion callback wrote the partial summary; W&B is closed
         run = cfg.paths.output_dir
         again = resume_command("attack.py", ["hydra.run.dir", "resume"], [f"hydra.run.dir={run}", "resume=true"])
-        stopped = RunStopped(stop.signum)
-        where = (module.stopped_line(stopped) if module is not None and module.total_images
-                 else f"stopped by {stopped.name} before the attack started")
+        where = (module.stopped_line(stop.name) if module is not None and module.total_images
+                 else f"stopped by {stop.name} before the attack started")
         print(f"{where}; resume with: {again}", file=sys.stderr)
         raise SystemExit(stop.exit_status)
     if trainer.is_global_zero:

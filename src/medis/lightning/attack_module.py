@@ -60,7 +60,6 @@ from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale
 from medis.results.fusion import representative
 from medis.results.records import Record
 from medis.runtime.cpu_allocator import release_free_heap
-from medis.runtime.stop_signals import RunStopped
 
 TRIM_EVERY = 1
 """Batches between two ``malloc_trim`` calls (:mod:`medis.runtime.cpu_allocator`): every batch (a trim costs
@@ -335,11 +334,9 @@ class AttackModule(pl.LightningModule):
         """Images of this run whose batch has ended (with a resumed run's earlier ones)."""
         return len(self._finished)
 
-    def stopped_line(self, exception: BaseException) -> str:
-        """``stopped by SIGTERM after K of N images`` for a run ended by ``exception`` (a
-        :class:`~medis.runtime.stop_signals.RunStopped`, or a requeue's ``SystemExit``)."""
-        why = exception.name if isinstance(exception, RunStopped) else "a requeue or preemption"
-        return f"stopped by {why} after {self.images_done} of {self.total_images} images"
+    def stopped_line(self, cause: str) -> str:
+        """``stopped by <cause> after K of N images`` (``cause``: ``SIGTERM``, ``SIGINT``, ...)."""
+        return f"stopped by {cause} after {self.images_done} of {self.total_images} images"
 
     def close_records(self) -> None:
         """Close this rank's record file (every row written so far is whole and on disk)."""

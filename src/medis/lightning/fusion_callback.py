@@ -10,6 +10,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from medis.reporting import summary_rows, write_summary
 from medis.lightning.wandb_guard import wandb_failure_is_a_warning
+from medis.runtime.stop_signals import RunStopped
 from medis.reporting.run_metrics import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
@@ -48,7 +49,7 @@ class FusionCallback(pl.Callback):
         pl_module.close_records()
         records = getattr(pl_module, "records", [])
         if records:
-            why = stopped(exception)
+            why = stopped(exception.name if isinstance(exception, RunStopped) else "a requeue or preemption")
             write_summary(records, self.dirpath, partial=why)
             print(f"partial summary.md and summary.csv in {self.dirpath} ({why})")
 

@@ -28,7 +28,7 @@ from medis.lightning.wandb_guard import wandb_failure_is_a_warning
 from medis.models.checkpoints import load_weights
 from medis.runtime.resume_command import resume_command
 from medis.runtime.run_info import ensure_writable, write_run_info
-from medis.runtime.stop_signals import RunStopped, StopRequest, stop_on_signals
+from medis.runtime.stop_signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     module.remember_victim(trained_victim(cfg))  # not through instantiate: its net config would be built
     # adversarial training attacks in validation too: gradients must be possible there (no inference mode)
     with job_trainer(cfg, inference_mode=module.adversarial is None) as trainer, stop_on_signals() as stop:
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
-            if stop.signum is None:
-                raise
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if stop.signum is not None:
         _stopped(cfg, trainer, stop)
     return _report(trainer)
@@ -129,7 +125,7 @@ def _stopped(cfg: DictConfig, trainer: pl.Trainer, stop: StopRequest) -> None:
     """A training stopped by SIGTERM or SIGINT: one line saying where, and how to go on from the last
     epoch's checkpoint; exit 128 + signal."""
     run = Path(cfg.paths.output_dir)
-    last = next(iter(sorted(run.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)), None)
+    last = max(run.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
     where = f"stopped by {stop.name} in epoch {trainer.current_epoch + 1} of {trainer.max_epochs}"
     if last is None:
         print(f"{where}; no epoch had ended, so there is no checkpoint to resume from", file=sys.stderr)

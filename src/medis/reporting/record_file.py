@@ -38,8 +38,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from medis.runtime.stop_signals import signals_deferred
-
 from medis.errors import DataError, naming
 from medis.results.records import (
     LEGACY_COLUMNS,
@@ -51,6 +49,7 @@ from medis.results.records import (
     encode_row,
     record_key,
 )
+from medis.runtime.stop_signals import signals_deferred
 
 __all__ = ["RECORD_COLUMNS", "RecordWriter", "completed_keys", "read_records", "record_key", "records_csv_text"]
 

@@ -65,8 +65,10 @@ class StopRequest:
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Within the block, SIGTERM and SIGINT raise :class:`RunStopped` (once; a second signal while
-    the run ends is ignored). The previous handlers come back afterwards. Outside the main thread
-    (no signal handlers can be set there) it does nothing."""
+    the run ends is ignored). The block ends there: the :class:`RunStopped`, or the ``SystemExit``
+    Lightning turns it into, is not raised past the block; ``request.signum`` says a signal came.
+    The previous handlers come back afterwards. Outside the main thread (no signal handlers can be
+    set there) it does nothing."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -83,6 +85,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
         signal.signal(sig, handler)
     try:
         yield request
+    except (SystemExit, RunStopped):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
+        if request.signum is None:
+            raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
