@@ -114,7 +114,7 @@ class Rows:
         first, last = int(chunk[0]), int(chunk[-1])
         if last - first + 1 == chunk.numel():
             return cls(slice(first, last + 1), chunk)
-        return cls(chunk.to(device), chunk)
+        return cls(chunk.to(device, non_blocking=True), chunk)  # an upload the host does not wait for
 
     @property
     def count(self) -> int:
@@ -158,7 +158,7 @@ def score_and_record(run: Run, state: Replicas, rows: Rows, step: Step, x: torch
     outputs on them. Returns the recorded scores (n,) and which replicas stop (n,) bool."""
     criteria, index = run.criteria, rows.index
     live = moving & step.admissible
-    clean = None if state.step_clean is None else state.step_clean[state.image_of[rows.host].to(x.device)]
+    clean = None if state.step_clean is None else state.step_clean[state.image_on_device[index]]
     raw, score = run.scorer(out.prob.detach() > 0.5, state.step_reference[index], clean)
     state.trajectory[index, step.position] = torch.where(live, raw, state.trajectory[index, step.position])
     state.last_score[index] = torch.where(live, score, state.last_score[index])

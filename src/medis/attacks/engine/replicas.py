@@ -60,12 +60,13 @@ def start_seed(seed: int, image_id: str, loss: str) -> int:
 
 
 def random_starts(images: torch.Tensor, attack: Attack, seed: int, ids: Sequence[str], losses: Sequence[str],
-                  image_of: torch.Tensor, loss_of: torch.Tensor) -> torch.Tensor:
-    """Every replica's starting point (R, C, H, W) (``images``: the (B, C, H, W) clean images): its
-    clean image, or a uniform random point of the budget (at the radius of the rule's first stage)
+                  image_of: torch.Tensor, loss_of: torch.Tensor, image_on_device: torch.Tensor) -> torch.Tensor:
+    """Every replica's starting point (R, C, H, W) (``images``: the (B, C, H, W) clean images;
+    ``image_of``/``loss_of``: each replica's image and loss on the host, ``image_on_device``: its
+    image on the images' device): its clean image, or a uniform random point of the budget (at the radius of the rule's first stage)
     drawn from the replica's own generator (:func:`start_seed`)."""
     if not attack.budget.random_start:
-        return images[image_of.to(images.device)]
+        return images[image_on_device]
     budget = attack.budget.scaled(attack.rule.stage(0, attack.budget.steps).radius)
     starts = images.new_empty((image_of.numel(), *images.shape[1:]))
     for r in range(starts.shape[0]):
@@ -116,11 +117,13 @@ class Replicas:
         self.ids, self.losses = list(ids), list(losses)  # the replicas' image ids and loss labels
         device = images.device
         self.image_of = torch.arange(batch).repeat(n_losses)                      # host
+        self.image_on_device = self.image_of.to(device)  # the same on the images' device (gathers without a host read)
         self.loss_of = torch.arange(n_losses).repeat_interleave(batch)            # host
         self.reference = references.bool()  # (R, 1, H, W), loss-major; :meth:`references` as floats
         self.images = images.detach()  # (B, 3, H, W); :meth:`clean` per replica
         if start is None:
-            self.x = random_starts(self.images, attack, seed, ids, losses, self.image_of, self.loss_of)
+            self.x = random_starts(self.images, attack, seed, ids, losses, self.image_of, self.loss_of,
+                                   self.image_on_device)
         else:
             self.x = attack.budget.project(start.detach().to(images).repeat(n_losses, 1, 1, 1), self.clean())
         self.clean_pred: torch.Tensor | None = None  # (B, 1, H, W) bool, clean mode
@@ -137,7 +140,7 @@ class Replicas:
         self.success_at = torch.full((self.count,), -1, dtype=torch.long, device=device)
         self.success_score = torch.full((self.count,), float("nan"), device=device)
         self.last_score = torch.full((self.count,), float("nan"), device=device)
-        self.chosen = self.images[self.image_of.to(device)]  # a copy (advanced indexing)
+        self.chosen = self.images[self.image_on_device]  # a copy (advanced indexing)
         self.done = torch.zeros(self.count, dtype=torch.bool, device=device)
         self.stopped = torch.zeros(self.count, dtype=torch.bool, device=device)  # met the stop rule
         self.pruned = torch.zeros(self.count, dtype=torch.bool, device=device)
@@ -147,16 +150,25 @@ class Replicas:
         self.best_at = torch.full((self.count,), -1, dtype=torch.long, device=device)  # record of the best
         offsets = torch.as_tensor(list(start_steps) if start_steps is not None else [0] * batch, dtype=torch.long)
         self.step_offset = offsets.repeat(n_losses).to(device)
-        self.best = self.images[self.image_of.to(device)]  # the best admissible iterate (the worst case)
+        self.best = self.images[self.image_on_device]  # the best admissible iterate (the worst case)
 
     def clean(self, rows: torch.Tensor | slice | None = None) -> torch.Tensor:
-        """The clean image of each replica of ``rows`` (all by default), (n, 3, H, W): a view where
-        the rows' images are consecutive (a chunk within one loss), else a copy; read only."""
-        index = self.image_of if rows is None else self.image_of[rows.cpu() if torch.is_tensor(rows) else rows]
-        first = int(index[0]) if index.numel() else 0
-        if index.numel() and torch.equal(index, torch.arange(first, first + index.numel())):
-            return self.images[first:first + index.numel()]
-        return self.images[index.to(self.images.device)]
+        """The clean image of each replica of ``rows`` (all by default), (n, 3, H, W), read only.
+
+        ``rows``: a slice (a view where the rows lie within one loss block, their images being
+        consecutive), an index tensor on the images' device (a gather there, no host read), or a
+        host index tensor (the images of a batch on another device: the image numbers are uploaded)."""
+        if rows is None:
+            rows = slice(0, self.count)
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.count)
+            batch = self.images.shape[0]
+            if stop <= start or (stop - start <= batch and start // batch == (stop - 1) // batch):
+                return self.images[start % batch:start % batch + max(stop - start, 0)]
+            return self.images[self.image_on_device[rows]]
+        if rows.device == self.images.device:
+            return self.images[self.image_on_device[rows]]
+        return self.images[self.image_of[rows].to(self.images.device)]
 
     @property
     def capped(self) -> bool:

@@ -89,7 +89,7 @@ def _attack_same_size(run: Run, images: torch.Tensor, references: torch.Tensor, 
                     steps=criteria.records, per_pass=min(run.max_batch or state.count, state.count),
                     loss_size=state.step_size)
     for position in range(criteria.records):
-        remaining = (~state.done).nonzero().squeeze(1).cpu()  # the one host read per step
+        remaining = (~state.done).cpu().nonzero().squeeze(1)  # the one host read per step
         if tell is not None:
             tell(where(step=position, active=remaining.numel()))
         if remaining.numel() == 0:
@@ -123,7 +123,7 @@ def _attack_same_size(run: Run, images: torch.Tensor, references: torch.Tensor, 
 def _prune_images(state: Replicas, batch: int, finished: torch.Tensor) -> None:
     """Stop the unfinished replicas of every image with a ``finished`` (R,) replica; those that had
     not succeeded are marked ``pruned``."""
-    image_of = state.image_of.to(state.done.device)
+    image_of = state.image_on_device
     finished_image = torch.zeros(batch, dtype=torch.bool, device=state.done.device)
     finished_image.index_put_((image_of,), finished, accumulate=True)
     prune = finished_image[image_of] & ~state.done

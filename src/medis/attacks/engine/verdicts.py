@@ -33,7 +33,7 @@ def set_aside(run: Run, state: Replicas, images: torch.Tensor) -> None:
         state.step_clean = torch.cat([predict_mask(run.victim, part, state.step_size) for part in parts])
     run.result.forward_replicas += images.shape[0]
     state.forwards[: images.shape[0]] += 1  # loss-major: rows 0..B-1 are the first loss's replicas
-    clean = state.clean_pred[state.image_of.to(state.clean_pred.device)]
+    clean = state.clean_pred[state.image_on_device]
     raw, judged = run.scorer(clean, state.reference, clean)
     state.clean_score = raw
     state.set_aside = run.criteria.succeeds(judged)
@@ -58,18 +58,23 @@ def judged_elsewhere(predict: Callable[[torch.Tensor], torch.Tensor], state: Rep
         aside = torch.zeros(state.count, dtype=torch.bool, device=state.done.device)
         if scorer.needs_clean:
             clean_pred = torch.cat([predict(part) for part in images.split(rows)])
-            clean = clean_pred[state.image_of.to(clean_pred.device)]
+            clean = clean_pred[state.image_on_device]
             aside = torch.cat([criteria.succeeds(scorer(clean[idx], state.reference[idx], clean[idx])[1])
-                               for idx in torch.arange(state.count).split(rows)]).to(aside.device)
+                               for idx in _blocks(state.count, rows)]).to(aside.device)
         verdicts = []
         for adversarial in (state.chosen, state.best):
             parts = []
-            for idx in torch.arange(state.count).split(rows):
+            for idx in _blocks(state.count, rows):
                 seen = adversarial[idx] if quantize is None else quantize(adversarial[idx], state.clean(idx))
                 parts.append(scorer(predict(seen), state.reference[idx], None if clean is None else clean[idx]))
             raw, judged = (torch.cat(values) for values in zip(*parts))
             verdicts.append((raw, criteria.succeeds(judged)))
     return Elsewhere(verdicts[0], verdicts[1], aside)
+
+
+def _blocks(count: int, rows: int) -> list[slice]:
+    """``count`` rows in consecutive blocks of ``rows`` (slices: views of the state, no index upload)."""
+    return [slice(start, min(start + rows, count)) for start in range(0, count, rows)]
 
 
 def judge_at_full_size(victim: Callable[..., VictimOutput], state: Replicas, scorer: Scorer, rows: int | None) -> int:

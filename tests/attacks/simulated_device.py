@@ -1,0 +1,144 @@
+"""A CPU stand-in for an accelerator's host-device boundary, to count what would synchronise.
+
+On a CUDA device, every read of a device tensor's values by the host (``.item()``, ``bool(t)``,
+``.tolist()``, ``.cpu()``, ``torch.equal``, and ops whose output size depends on the values:
+``nonzero``, boolean-mask indexing, ``masked_select``, ``unique``, ``bincount``) waits for the device
+to finish its queued work; so does a blocking copy of a host tensor to the device (``.to(device)``
+without ``non_blocking``, an index tensor on the host used on a device tensor). On a CPU-only machine
+every tensor is on the host, so nothing can be measured directly.
+
+:class:`SimulatedDevice` is a ``TorchFunctionMode`` that keeps the distinction itself: a tensor is
+"on the host" when it was made by a factory without a ``device`` argument (``torch.arange(n)``,
+``torch.tensor(list)``), by ``.cpu()``/``.to("cpu")``, or by an op on host tensors only; every other
+tensor (the images given to the engine, a model's weights, factories given ``device=``, anything
+computed from one of them) is "on the device". It records each device-to-host read and each blocking
+host-to-device copy with its call site, so a test can count them per engine step.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
+
+Tensor = torch.Tensor
+
+READS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__int__, Tensor.__float__, Tensor.__index__,
+         Tensor.numpy, Tensor.cpu, torch.equal, Tensor.equal, Tensor.nonzero, torch.nonzero, torch.masked_select,
+         Tensor.masked_select, torch.unique, Tensor.unique, torch.bincount, Tensor.bincount, torch.argwhere,
+         Tensor.argwhere, torch.is_nonzero, Tensor.is_nonzero, Tensor.__format__, Tensor.__repr__}
+"""Functions that read a device tensor's values on the host (or size their output by them)."""
+MOVES = {Tensor.to, Tensor.cuda, Tensor.type_as}
+FACTORIES_FROM_DATA = {torch.tensor, torch.as_tensor}
+
+
+@dataclass
+class Event:
+    """One synchronising call: ``kind`` ("read" or "upload"), the function's name, where it was called."""
+
+    kind: str
+    name: str
+    site: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} at {self.site}"
+
+
+@dataclass
+class SimulatedDevice(TorchFunctionMode):
+    """Records the calls that would synchronise a real accelerator (module docstring).
+
+    Attributes:
+        events: every read and blocking upload, in call order.
+        source: only call sites in files whose path contains this string are recorded (the code
+            under test), so that the test's own checks are not counted.
+    """
+
+    source: str = "medis"
+    events: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        self._host = WeakIdKeyDictionary()
+
+    def host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Declare ``tensor`` to be on the host (returns it)."""
+        self._host[tensor] = True
+        return tensor
+
+    def on_host(self, tensor: torch.Tensor) -> bool:
+        return tensor in self._host
+
+    def count(self, kind: str | None = None) -> int:
+        return sum(1 for event in self.events if kind is None or event.kind == kind)
+
+    def _record(self, kind: str, func) -> None:
+        frames = [frame for frame in traceback.extract_stack()[:-2] if self.source in frame.filename
+                  and "simulated_device" not in frame.filename]
+        if frames:
+            frame = frames[-1]
+            self.events.append(Event(kind, getattr(func, "__name__", str(func)), f"{frame.filename}:{frame.lineno}"))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = [leaf for leaf in tree_flatten((args, kwargs))[0] if isinstance(leaf, torch.Tensor)]
+        device_inputs = [t for t in inputs if not self.on_host(t)]
+        host_inputs = [t for t in inputs if self.on_host(t) and t.dim() > 0]
+        if device_inputs and (func in READS or (func is Tensor.__getitem__ and _masks(args[1:]))):
+            self._record("read", func)
+        out = func(*args, **kwargs)
+        if func in MOVES and inputs and self.on_host(inputs[0]):
+            target = _target_device(args[1:], kwargs, self)
+            if target == "device":
+                if not kwargs.get("non_blocking", False):
+                    self._record("upload", func)
+                return _fresh(out, inputs[0])
+            return self._mark(out, True)
+        if func in MOVES and inputs and _target_device(args[1:], kwargs, self) == "host":
+            if not self.on_host(inputs[0]):
+                self._record("read", func)
+            return self._mark(_fresh(out, inputs[0]), True)
+        if func is Tensor.cpu:
+            return self._mark(_fresh(out, inputs[0]), True)
+        if not inputs:  # a factory: on the device only where it is told so
+            device = kwargs.get("device")
+            if device is not None and func in FACTORIES_FROM_DATA:
+                self._record("upload", func)
+            return self._mark(out, device is None)
+        if device_inputs and host_inputs and func not in MOVES:
+            self._record("upload", func)  # a host tensor used with device tensors is copied first
+        if func is Tensor.__setitem__ and not self.on_host(inputs[0]) and host_inputs:
+            return out
+        return self._mark(out, not device_inputs)
+
+    def _mark(self, out, host: bool):
+        if host:
+            for leaf in tree_flatten(out)[0]:
+                if isinstance(leaf, torch.Tensor):
+                    self._host[leaf] = True
+        return out
+
+
+def _target_device(args, kwargs, mode: SimulatedDevice) -> str | None:
+    """"host", "device" or ``None`` (a dtype-only conversion) for the arguments of ``Tensor.to``."""
+    for value in (*args, kwargs.get("device"), kwargs.get("other")):
+        if isinstance(value, torch.Tensor):
+            return "host" if mode.on_host(value) else "device"
+        if isinstance(value, (torch.device, str)):
+            return "host" if str(value) == "host" else "device"
+    return None
+
+
+def _masks(index) -> bool:
+    """Whether an indexing argument holds a boolean tensor (a mask: the output's size is its count)."""
+    return any(isinstance(leaf, torch.Tensor) and leaf.dtype == torch.bool for leaf in tree_flatten(index)[0])
+
+
+def _fresh(out: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``out`` as a tensor object of its own (``.to`` on the CPU returns its input itself, which
+    stays on the host)."""
+    return out.view(out.shape) if out is source else out
