@@ -5,6 +5,7 @@ plain victim; the input backward goes through a compiled graph), and the automat
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from medis.attacks import Attack, EngineOptions, run_attack
 from medis.attacks.batching import device_probe as max_batch_module
-from medis.attacks.batching.device_probe import MaxBatchError, auto_max_batch, search_max_batch
+from medis.attacks.batching.device_probe import MaxBatchError, auto_max_batch, held_on_device, search_max_batch
 from medis.data.synthetic import render_dermoscopy
 from medis.errors import ConfigError, MedisError
 from medis.losses import PAPER_LOSSES, build_loss
@@ -418,8 +419,11 @@ def test_the_cuda_probe_searches_no_further_than_the_replicas(monkeypatch: pytes
 
     asked: list[int] = []
 
-    def fake_probe(*args, upper: int, **kwargs) -> int:
+    held: list[int] = []
+
+    def fake_probe(*args, upper: int, reserve: int, **kwargs) -> int:
         asked.append(upper)
+        held.append(reserve)
         return int(upper * plan.PROBE_MARGIN)
 
     monkeypatch.setattr(plan, "auto_max_batch", fake_probe)
@@ -428,6 +432,8 @@ def test_the_cuda_probe_searches_no_further_than_the_replicas(monkeypatch: pytes
     got = plan.replica_batch(LimitedVictim(0), losses, attack, (3, 64, 64), 16, max_batch="auto",
                              memory_limit="auto", loss_size=None, device="cuda")
     assert asked == [54] and got >= 48  # 16 images x 3 losses = 48 replicas: one pass, never 1024 tries
+    # the probe holds the replicas' state meanwhile: per replica 3 images (current, chosen, best) and a mask
+    assert held == [16 * (3 * 64 * 64 * 4 + 64 * 64) + 48 * (3 * 3 * 64 * 64 * 4 + 64 * 64)]
 
 
 def test_the_probe_draws_its_trial_batches_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,3 +453,64 @@ def test_the_probe_draws_its_trial_batches_on_the_device(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch, "rand", spy)
     step(6)
     assert [size[0] for size, _ in drawn] == [6, 6] and all(device == torch.device("cpu") for _, device in drawn)
+
+
+class FakeDeviceMemory:
+    """A faked CUDA memory: ``capacity`` bytes; a step of n replicas needs ``n * per_replica`` bytes
+    beside what is held (torch.OutOfMemoryError otherwise)."""
+
+    def __init__(self, capacity: int, per_replica: int) -> None:
+        self.capacity, self.per_replica, self.held, self.holds = capacity, per_replica, 0, []
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int, device: torch.device):
+        if self.held + nbytes > self.capacity:
+            raise MaxBatchError(f"fake: {nbytes} bytes do not fit")
+        self.held += nbytes
+        self.holds.append(nbytes)
+        try:
+            yield
+        finally:
+            self.held -= nbytes
+
+    def step(self, n: int) -> None:
+        if self.held + n * self.per_replica > self.capacity:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (fake): {n} replicas")
+
+
+def test_the_probe_leaves_room_for_the_replicas_state() -> None:
+    """Probed beside the state it holds: 1000 bytes, 10 a replica, 400 of state -> 60 replicas, not 100;
+    a later call holding less reuses the result, one holding more probes again."""
+    memory = FakeDeviceMemory(1000, 10)
+    losses = {"bce": build_loss("bce")}
+    probe = dict(probe_devices=("cpu",), step=memory.step, hold=memory.hold, margin=1.0, upper=1024)
+    assert auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache={}, **probe) == 100  # an empty device
+    cache: dict = {}
+    assert auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache=cache, reserve=400, **probe) == 60
+    assert memory.holds[-1] == 400 and memory.held == 0  # held while probing, released after
+    assert auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache=cache, reserve=300, **probe) == 60
+    assert len(memory.holds) == 2  # a smaller state: the cached answer stands (it fits beside more)
+    assert auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache=cache, reserve=700, **probe) == 30
+    with pytest.raises(MaxBatchError, match="beside the attack's state"):
+        auto_max_batch(LimitedVictim(0), losses, (3, 8, 8), "cpu", cache={}, reserve=995, **probe)
+
+
+def test_held_on_device_holds_a_block_and_names_one_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple] = []
+    real_empty = torch.empty
+
+    def spy(*size, **kwargs):
+        made.append((size, kwargs.get("device")))
+        return real_empty(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", spy)
+    with held_on_device(1 << 20, torch.device("cpu")):
+        assert made == [((1 << 20,), torch.device("cpu"))]
+
+    def refuse(*size, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+
+    monkeypatch.setattr(torch, "empty", refuse)
+    with pytest.raises(MaxBatchError, match=r"state \(1.00 GiB\) alone does not fit in cpu"):
+        with held_on_device(1 << 30, torch.device("cpu")):
+            pass

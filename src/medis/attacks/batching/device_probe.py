@@ -8,8 +8,9 @@ On a CPU (or any device but CUDA) all active replicas go at once.
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from typing import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 from torch import nn
@@ -22,16 +23,17 @@ from medis.models.frontend import VictimOutput, frozen
 from medis.models.wrappers import ChannelsLastNet, victim_precision
 
 __all__ = ["ALLOCATION_FAILURES", "AUTO", "MAX_BATCH_CACHE", "MaxBatchError", "PROBE_MARGIN", "auto_max_batch",
-           "does_not_fit", "fits_in_memory", "max_batch_key", "search_max_batch"]
+           "does_not_fit", "fits_in_memory", "held_on_device", "max_batch_key", "search_max_batch"]
 
 VictimFn = Callable[[torch.Tensor], VictimOutput]
 PROBE_MARGIN = 0.9
-"""Share of the largest probed batch that :func:`auto_max_batch` returns (room for the replicas' state)."""
+"""Share of the largest probed batch that :func:`auto_max_batch` returns (room for the allocator's
+fragmentation and other work on the device; the replicas' state is held during the probe)."""
 AUTO = "auto"
 """``engine.max_batch`` value: the largest replica batch that fits (CUDA; all replicas on CPU)."""
-MAX_BATCH_CACHE: dict[tuple, tuple[int, int]] = {}
-"""(largest replica batch that ran, the ``upper`` it was searched up to) found by :func:`auto_max_batch`,
-per :func:`max_batch_key`."""
+MAX_BATCH_CACHE: dict[tuple, tuple[int, int, int]] = {}
+"""(largest replica batch that ran, the ``upper`` it was searched up to, the bytes held beside it)
+found by :func:`auto_max_batch`, per :func:`max_batch_key`."""
 
 
 class MaxBatchError(MedisError, RuntimeError):
@@ -151,6 +153,29 @@ def fits_in_memory(step: Callable[[int], None], device: torch.device | str) -> C
     return fits
 
 
+@contextlib.contextmanager
+def held_on_device(nbytes: int, device: torch.device) -> Iterator[None]:
+    """``nbytes`` bytes allocated on ``device`` for the duration of the block (the replicas' state,
+    which the engine allocates before its first step, so that the probe measures what is left).
+
+    Raises:
+        MaxBatchError: the block alone does not fit (an allocation failure, :func:`does_not_fit`).
+    """
+    try:
+        block = torch.empty(max(int(nbytes), 0), dtype=torch.uint8, device=device)
+    except RuntimeError as err:
+        if not does_not_fit(err):
+            raise
+        _release(device, failed=True)
+        raise MaxBatchError(f"the attack's state ({nbytes / 2**30:.2f} GiB) alone does not fit in {device}'s "
+                            f"memory") from None
+    try:
+        yield
+    finally:
+        del block
+        _release(device, failed=False)
+
+
 def _module_signature(module: nn.Module) -> tuple:
     """What determines a network's memory: its wrappers' and its own class, parameter count, dtype."""
     names = []
@@ -180,23 +205,24 @@ def max_batch_key(victim: VictimFn, loss_names: Iterable[str], image_shape: Sequ
 
 def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape: Sequence[int],
                    device: torch.device | str, *, upper: int = 1024, margin: float = PROBE_MARGIN,
-                   cache: MutableMapping[tuple, tuple[int, int]] | None = None,
+                   cache: MutableMapping[tuple, tuple[int, int, int]] | None = None,
                    probe_devices: Sequence[str] = ("cuda",), step: Callable[[int], None] | None = None,
-                   loss_size: int | None = None) -> int | None:
+                   loss_size: int | None = None, reserve: int = 0,
+                   hold: Callable[[int, torch.device], ContextManager] = held_on_device) -> int | None:
     """The replica batch (``EngineOptions.max_batch``) that fits in the device's memory.
 
     On a device type outside ``probe_devices`` (by default anything but CUDA) returns ``None``
     without probing: all active replicas in one pass. On CUDA, :func:`search_max_batch` tries one
     engine step (:func:`attack_step_probe`: forward, per-replica losses, input gradient) at batch
-    sizes up to ``upper``, the network frozen as in the engine, catching ``torch.OutOfMemoryError``
-    and emptying the CUDA cache between tries. The largest batch that ran is cached under
+    sizes up to ``upper``, the network frozen as in the engine, catching allocation failures
+    (:func:`does_not_fit`) and emptying the CUDA cache between tries, while ``reserve`` bytes are
+    held on the device (``hold``: the replicas' state, :func:`~medis.attacks.batching.memory.state_bytes`,
+    which the engine allocates before its first step and keeps to its last: the probe measures the
+    room left beside it, not the empty device's). The largest batch that ran is cached under
     :func:`max_batch_key` (so the search runs once per model, image size, losses, precision and
-    device; again only if it stopped at its ``upper`` and a larger one is asked for) and returned
-    times ``margin`` (at least 1).
-
-    The margin covers what the probe does not hold: the engine's per-replica state (start, current
-    and chosen images, momentum: about four (3, H, W) float32 tensors per replica of the whole
-    batch, not only of the chunk), the allocator's fragmentation, and other work on the device.
+    device; again only if it stopped at its ``upper`` and a larger one is asked for, or if it held
+    less than ``reserve``) and returned times ``margin`` (at least 1): the margin covers the
+    allocator's fragmentation and other work on the device.
 
     Args:
         victim: (R, 3, H, W) in [0, 1] -> :class:`VictimOutput` (wrappers of this module included).
@@ -206,16 +232,19 @@ def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape
         device: where the attack runs.
         upper: the largest batch tried.
         margin: fraction of the largest batch that ran which is returned (0 < margin <= 1).
-        cache: ``{key: (found, upper searched)}`` (default: the module's :data:`MAX_BATCH_CACHE`).
+        cache: ``{key: (found, upper searched, bytes held)}`` (default: the module's :data:`MAX_BATCH_CACHE`).
         probe_devices: device types on which to probe (tests add ``cpu``).
         step: ``step(n)`` runs one step at batch n and raises ``torch.OutOfMemoryError`` (or another
             allocation failure, :func:`does_not_fit`) if it does not fit (default:
             :func:`attack_step_probe` of this victim and these losses).
         loss_size: the engine's loss resolution (``engine.loss_size``).
+        reserve: bytes to hold on the device while probing (the replicas' state).
+        hold: ``hold(nbytes, device)``, a context manager holding them (default :func:`held_on_device`;
+            tests pass a faked device memory).
 
     Raises:
         ValueError: ``margin`` outside (0, 1] or ``upper`` < 1.
-        MaxBatchError: not even one replica fits.
+        MaxBatchError: not even one replica fits (beside the reserve), or the reserve alone does not.
     """
     device = torch.device(device)
     if not 0.0 < margin <= 1.0:
@@ -224,15 +253,16 @@ def auto_max_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], image_shape
         return None
     cache = MAX_BATCH_CACHE if cache is None else cache
     key = max_batch_key(victim, loss_fns, image_shape, device, loss_size)
-    found, searched = cache.get(key, (0, 0))
-    if found == searched < upper:  # never searched, or capped by a smaller upper: the limit is unknown
+    found, searched, held = cache.get(key, (0, 0, 0))
+    if found == searched < upper or held < reserve:  # never searched, capped by a smaller upper, or with less held
         step = step or attack_step_probe(victim, loss_fns, image_shape, device, loss_size)
-        with frozen(getattr(victim, "model", victim)):
+        with frozen(getattr(victim, "model", victim)), hold(reserve, device):
             try:
-                found, searched = search_max_batch(fits_in_memory(step, device), upper), upper
+                found, searched, held = search_max_batch(fits_in_memory(step, device), upper), upper, reserve
             except MaxBatchError as err:
                 raise MaxBatchError(f"not even 1 replica of a {'x'.join(map(str, image_shape))} image with losses "
                                     f"{', '.join(loss_fns)} fits in {device}'s memory "
-                                    f"(precision {victim_precision(victim)})") from err
-        cache[key] = (found, searched)
+                                    f"(precision {victim_precision(victim)}) beside the attack's state of "
+                                    f"{reserve / 2**30:.2f} GiB") from err
+        cache[key] = (found, searched, held)
     return max(1, int(min(found, upper) * margin))

@@ -4,7 +4,8 @@ same-size batch of images.
 - an integer: that many; ``null``: all active replicas at once;
 - ``auto``: the most that keep the attack's tensors within ``engine.memory_limit``
   (:mod:`medis.attacks.batching.memory`: the state of all replicas plus one step of n), and on CUDA
-  also no more than the largest batch that ran (:mod:`medis.attacks.batching.device_probe`). On a CPU
+  also no more than the largest batch that ran beside the replicas' state
+  (:mod:`medis.attacks.batching.device_probe`). On a CPU
   with the ``auto`` limit, small images (:func:`small_step`) skip the measurement: all replicas at once.
 
 The memory of one replica's step is measured once per victim, losses, precision and device
@@ -140,14 +141,15 @@ def replica_batch(victim: VictimFn, loss_fns: Mapping[str, LossFn], attack: Atta
     limit = parse_memory_limit(memory_limit)
     if limit is None and device.type != "cuda" and small_step(victim, shape, replicas):
         return None
-    # the probe tries no batch larger than the replicas there are (after its margin, all of them in one pass)
+    rule_state = attack.rule.init(torch.zeros(1, int(shape[0]), 2, 2, dtype=dtype), attack.budget)
+    state = state_bytes(shape, images, replicas, rule_state, track_best=True, element=dtype.itemsize)
+    # the probe tries no batch larger than the replicas there are (after its margin, all of them in one
+    # pass), and holds their state on the device meanwhile
     probed = auto_max_batch(victim, loss_fns, shape, device, loss_size=loss_size,
-                            upper=max(1, math.ceil(replicas / PROBE_MARGIN)))
+                            upper=max(1, math.ceil(replicas / PROBE_MARGIN)), reserve=state)
     if device.type == "cuda" and limit is None:
         return probed
     cost = measure_step_cost(victim, loss_fns, int(shape[0]), device, dtype=dtype, attack=attack)
-    rule_state = attack.rule.init(torch.zeros(1, int(shape[0]), 2, 2, dtype=dtype), attack.budget)
-    state = state_bytes(shape, images, replicas, rule_state, track_best=True, element=dtype.itemsize)
     height, width = loss_shape((int(shape[1]), int(shape[2])), loss_size)
     step = cost(int(shape[1]) * int(shape[2]), height * width)
     total = auto_memory_limit() if limit is None else limit
