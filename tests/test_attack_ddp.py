@@ -3,6 +3,7 @@ results as one process (the distributed sampler pads 5 test images to 6: one ima
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,32 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     for target, asr in fused(merged).items():
         assert asr == pytest.approx(fused(single)[target], abs=20.0)  # within one of five images
     assert (run / "summary.md").exists()
+
+
+SLOW_RANK = '''\
+import os
+if os.environ.get("LOCAL_RANK") == "1":  # Lightning's second DDP process: every engine step 1.5 s longer
+    import time
+    from medis.lightning import attack_progress
+    report = attack_progress.BatchProgress.report
+    def slower(self, progress):
+        time.sleep(1.5)
+        report(self, progress)
+    attack_progress.BatchProgress.report = slower
+'''
+
+
+@pytest.mark.slow  # two processes, one made 30-40 s slower than the other (~70 s)
+def test_a_rank_later_than_the_timeout_is_waited_for(tmp_path: Path) -> None:
+    """Rank 1 ends its shard 30-40 s after rank 0, with a process-group timeout of 20 s: rank 0 waits
+    at the finish line (marks in the run folder), not in a collective, and the run merges both."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_RANK)
+    done = run_entry("attack.py", tmp_path, *COMMON, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "trainer.strategy.timeout.minutes=0.34", images=IMAGES,
+                     env={"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only("outputs/attack/runs/*", tmp_path)
+    assert len({r["image_id"] for r in records_of(tmp_path)}) == 5
+    assert not list(run.glob(".rank*")) and not list(run.glob("records.rank*.csv"))

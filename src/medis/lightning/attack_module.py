@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +42,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.batching.loss_size import loss_shape
 from medis.attacks.composition import Attack
-from medis.attacks.engine import AttackResult, EngineOptions, run_attack
+from medis.attacks.engine import AttackResult, EngineOptions, StepProgress, run_attack
 from medis.attacks.ensemble import Cascade, Ensemble
 from medis.attacks.sanity import check_victim
 from medis.attacks.targets import TargetPool, same_as_ground_truth, target_kind
@@ -58,6 +58,7 @@ from medis.reporting.atomic import atomic_write_text
 from medis.reporting.gallery import DISPLAY_SIDE, display_copy
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 from medis.results.fusion import representative
+from medis.runtime.finish_line import FinishLine
 from medis.results.records import Record
 from medis.runtime.cpu_allocator import release_free_heap
 
@@ -65,6 +66,24 @@ TRIM_EVERY = 1
 """Batches between two ``malloc_trim`` calls (:mod:`medis.runtime.cpu_allocator`): every batch (a trim costs
 milliseconds; every 16th batch left RSS growing 8% over the second half of bench/attack_memory.py,
 every batch 2.6%)."""
+
+
+DEFAULT_TIMEOUT_S = 1800.0
+"""A process group's timeout where the strategy names none (PyTorch's and Lightning's default, 30 min)."""
+
+
+def _process_group_timeout(strategy: Any) -> float:
+    """Seconds of the strategy's process group timeout (``trainer.strategy.timeout``, conf/trainer/ddp.yaml)."""
+    timeout = getattr(strategy, "_timeout", None)
+    return timeout.total_seconds() if timeout is not None else DEFAULT_TIMEOUT_S
+
+
+def _beating(report: Callable[[StepProgress], None], finish: FinishLine) -> Callable[[StepProgress], None]:
+    """The engine's progress callback ``report`` that also touches this rank's heartbeat at every step."""
+    def both(progress: StepProgress) -> None:
+        report(progress)
+        finish.beat()
+    return both
 
 
 class AttackModule(pl.LightningModule):
@@ -126,6 +145,7 @@ class AttackModule(pl.LightningModule):
         self._pool: TargetPool | None = None
         self.total_images = 0  # test images of this run (its shard), set when the test starts
         self._finished: set[tuple[str, str]] = set()  # (dataset, image id) of the images whose batch ended
+        self._finish: FinishLine | None = None  # the ranks' end-of-run rendezvous (several ranks)
 
     def _labels(self, member: Attack) -> dict[str, str]:
         """``{records' loss label: registry name}`` of a member (qualified in an ensemble)."""
@@ -148,8 +168,13 @@ class AttackModule(pl.LightningModule):
                     self._earlier.extend(kept)
                     if source == merged and world == 1:
                         self.records = kept
-        else:
+        if world > 1:
+            self._finish = FinishLine(self.output_dir, rank, world, _process_group_timeout(self.trainer.strategy))
+            self._finish.start()
+        if not self.resume:
             self._discard_old_records(merged, path, rank)
+        elif world > 1:
+            self.trainer.strategy.barrier("medis-records-clean")
         self._writer = RecordWriter(path)
         self.total_images = len(self.trainer.datamodule.dataset("test"))
         self._finished = {(r.dataset, r.image_id) for r in self._earlier}
@@ -282,7 +307,9 @@ class AttackModule(pl.LightningModule):
         if self.ensemble is not None:
             member, options = self.ensemble.member_for(member, kind.targeted), self.ensemble.options_for(options)
         if self._progress is not None:
-            options = dataclasses.replace(options, progress=self._progress.reporter(f"{kind.name} · {member.name}"))
+            report = self._progress.reporter(f"{kind.name} · {member.name}")
+            options = dataclasses.replace(options, progress=report if self._finish is None else _beating(report,
+                                                                                                         self._finish))
         skip = {label: pick(flags) for label, flags in equal.items() if label in labels}
         warm = None if starts is None else [starts.get(i, (images[i], 0)) for i in todo]
         return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,
@@ -326,6 +353,8 @@ class AttackModule(pl.LightningModule):
         """Count the batch's images as done; every ``TRIM_EVERY`` batches, hand freed heap back to the
         system (:mod:`medis.runtime.cpu_allocator`)."""
         self._finished.update(zip(batch["dataset"], batch["id"]))
+        if self._finish is not None:
+            self._finish.beat()
         if (batch_idx + 1) % TRIM_EVERY == 0:
             release_free_heap()
 
@@ -350,6 +379,9 @@ class AttackModule(pl.LightningModule):
         if self.global_rank == 0 and self.checks:
             atomic_write_text(self.output_dir / "checks.json", json.dumps(self.checks, indent=1) + "\n")
         if self.trainer.world_size > 1:
+            assert self._finish is not None
+            self._finish.cross()
+            self._finish.wait()  # no collective while another rank still attacks (medis.runtime.finish_line)
             self.trainer.strategy.barrier("medis-records-merge")
             gathered: list = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, (self._skipped, self._skipped_pairs))
@@ -360,6 +392,8 @@ class AttackModule(pl.LightningModule):
             if self.global_rank == 0:
                 self.records = merge_shards(self.output_dir)
             self.trainer.strategy.barrier("medis-records-merged")
+            if self.global_rank == 0:
+                self._finish.clear()
 
     def configure_optimizers(self) -> None:
         return None
