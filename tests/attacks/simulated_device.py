@@ -65,16 +65,8 @@ class SimulatedDevice(TorchFunctionMode):
         super().__init__()
         self._host = WeakIdKeyDictionary()
 
-    def host(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Declare ``tensor`` to be on the host (returns it)."""
-        self._host[tensor] = True
-        return tensor
-
     def on_host(self, tensor: torch.Tensor) -> bool:
         return tensor in self._host
-
-    def count(self, kind: str | None = None) -> int:
-        return sum(1 for event in self.events if kind is None or event.kind == kind)
 
     def _record(self, kind: str, func) -> None:
         frames = [frame for frame in traceback.extract_stack()[:-2] if self.source in frame.filename
