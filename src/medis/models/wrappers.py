@@ -12,7 +12,10 @@ whose ``model`` (the network, frozen by the engine) and ``fusion`` stay reachabl
   losses: all 72 paper-mode success decisions match float32, a few distortions differ by one step;
   in clean mode 71 of 72, the one flip a replica whose float32 score ended 0.002 from the threshold),
   not for maps that sit near 0.5 (an untrained network under the paper fusion, whose per-image
-  min-max rescaling amplifies rounding).
+  min-max rescaling amplifies rounding). bf16 everywhere or nowhere: the real-pipeline verdicts
+  (:attr:`AutocastVictim.real_pipeline`) and the transfer victim (the attack module wraps it with
+  :func:`with_precision` too) run under the same autocast as the verdicts they are compared with, so
+  "real ASR - ASR" measures the 8-bit saving alone (bench/bf16_verdicts.py counts the flips).
 - :func:`with_memory_format`: the network's weights and input in ``torch.channels_last`` (NHWC), the
   layout that tensor-core convolutions want
   (https://pytorch.org/tutorials/intermediate/memory_format_tutorial.html).
