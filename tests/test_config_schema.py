@@ -130,7 +130,7 @@ def test_choices_mirror_the_registries() -> None:
     from medis.data.layouts import LAYOUTS
     from medis.lightning.segmentation_module import FUSIONS as VAL_FUSIONS
     from medis.models.frontend import FUSIONS
-    from medis.models.wrappers import PRECISIONS
+    from medis.models.wrappers import COMPILE_BACKENDS, PRECISIONS
 
     def options(key: str) -> set:
         rule = SCHEMA[key]
@@ -141,6 +141,7 @@ def test_choices_mirror_the_registries() -> None:
     assert options("attack.mode") == set(MODES)
     assert options("attack.rule.track") == set(TRACKED)
     assert options("engine.precision") == set(PRECISIONS)
+    assert options("engine.compile_backend") == set(COMPILE_BACKENDS)
     assert options("model.fusion") == set(FUSIONS)
     assert options("module.val_fusion") == set(VAL_FUSIONS)
     assert all(SCHEMA["attack.criteria.stop"].accepts(word) for word in STOP_WORDS)

@@ -225,6 +225,7 @@ SCHEMA: dict[str, Rule] = {
     "engine.compile": BOOL,
     "engine.compile_mode": optional(choice("default", "reduce-overhead", "max-autotune",
                                            "max-autotune-no-cudagraphs")),
+    "engine.compile_backend": choice("inductor", "aot_eager", "eager", "cudagraphs"),
     # train.py (conf/train.yaml)
     "init_from": optional(FILE),
     "backbone_weights": optional(FILE),

@@ -52,7 +52,7 @@ from medis.errors import ConfigError
 from medis.lightning.attack_progress import BatchProgress
 from medis.losses import build_loss
 from medis.models.frontend import Victim
-from medis.models.wrappers import FLOAT64, FastPath
+from medis.models.wrappers import FLOAT64, FastPath, with_precision
 from medis.reporting import RecordWriter, completed_keys, read_records
 from medis.reporting.atomic import atomic_write_text
 from medis.reporting.gallery import DISPLAY_SIDE, display_copy
@@ -102,7 +102,9 @@ class AttackModule(pl.LightningModule):
         pool_size: longest side of the masks kept for random and most-similar targets.
         gallery_size: images per target kept for the gallery (0: none).
         transfer_victim: another victim on which every adversarial image is also judged (black-box
-            transfer; ``transfer_metric``/``transfer_success`` in the records).
+            transfer; ``transfer_metric``/``transfer_success`` in the records), at the attacked victim's
+            precision (``fast_path.precision``: the real-pipeline and transfer verdicts run in the
+            precision of the verdicts they are compared with).
     """
 
     def __init__(self, victim: Victim, attack: Attack | Ensemble, losses: Sequence[str], targets: Sequence[str],
@@ -123,9 +125,9 @@ class AttackModule(pl.LightningModule):
         fast_path = fast_path or FastPath()
         self.victim = fast_path.wrap(victim)
         self.float64 = fast_path.precision == FLOAT64  # every batch in float64
-        self.transfer_victim = transfer_victim
-        if transfer_victim is not None and self.float64:
-            self.transfer_victim = transfer_victim.double()  # the precision of the verdicts it is compared with
+        # the precision of the verdicts it is compared with (bf16: autocast; fp64: float64); not compiled
+        # (a few predictions per replica: less than a compilation costs) nor re-laid out
+        self.transfer_victim = None if transfer_victim is None else with_precision(transfer_victim, fast_path.precision)
         self.losses = [label for member in self.members for label in self._labels(member)]
         self.targets = [kind.name for kind in self.kinds]
         self.output_dir = Path(output_dir)

@@ -12,13 +12,17 @@ whose ``model`` (the network, frozen by the engine) and ``fusion`` stay reachabl
   losses: all 72 paper-mode success decisions match float32, a few distortions differ by one step;
   in clean mode 71 of 72, the one flip a replica whose float32 score ended 0.002 from the threshold),
   not for maps that sit near 0.5 (an untrained network under the paper fusion, whose per-image
-  min-max rescaling amplifies rounding).
+  min-max rescaling amplifies rounding). bf16 everywhere or nowhere: the real-pipeline verdicts
+  (:attr:`AutocastVictim.real_pipeline`) and the transfer victim (the attack module wraps it with
+  :func:`with_precision` too) run under the same autocast as the verdicts they are compared with, so
+  "real ASR - ASR" measures the 8-bit saving alone (bench/bf16_verdicts.py counts the flips).
 - :func:`with_memory_format`: the network's weights and input in ``torch.channels_last`` (NHWC), the
   layout that tensor-core convolutions want
   (https://pytorch.org/tutorials/intermediate/memory_format_tutorial.html).
 - :func:`compiled`: ``torch.compile`` of the network; TorchDynamo captures the forward and
   AOTAutograd traces the joint forward/backward graph, so the backward pass to the input is compiled
-  too (https://pytorch.org/docs/stable/torch.compiler.html).
+  too (https://pytorch.org/docs/stable/torch.compiler.html); every call in one canonical form
+  (:class:`~medis.models.compiled_net.CompiledNet`), so a run compiles one graph per victim and dtype.
 - :func:`fast_victim`: the three above in a fixed order (layout, then compile, then precision).
 - :class:`FastPath`: the ``engine`` config node's victim options, applied by :meth:`FastPath.wrap`.
 
@@ -41,15 +45,20 @@ import torch
 from torch import nn
 
 from medis.errors import ConfigError
+from medis.models.compiled_net import CompiledNet
 from medis.models.frontend import VictimOutput
 
-__all__ = ["AutocastVictim", "ChannelsLastNet", "FastPath", "PRECISIONS", "autocast_dtype", "compiled", "fast_victim",
+__all__ = ["AutocastVictim", "COMPILE_BACKENDS", "ChannelsLastNet", "FastPath", "PRECISIONS", "autocast_dtype", "compiled", "fast_victim",
            "output_to", "victim_precision", "with_memory_format", "with_network", "with_precision"]
 
 VictimFn = Callable[[torch.Tensor], VictimOutput]
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp64": None}
 """``engine.precision`` -> the autocast dtype (``None``: no autocast). ``fp64`` runs no autocast: the
 victim and the images are float64 throughout (:data:`FLOAT64`)."""
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")
+"""``engine.compile_backend`` values (Dynamo's backends by name): ``inductor`` (the default: compiled
+kernels), ``aot_eager`` (the same Dynamo and AOTAutograd graphs run by eager kernels: checks the
+graphs cheaply, e.g. their count on a CPU), ``eager`` (Dynamo's graph only), ``cudagraphs``."""
 FLOAT64 = "fp64"
 """The precision whose attack runs in float64: a victim converted to float64 and float64 images (the
 attack module casts them), so that no result depends on the CPU's kernels (docs/performance.md)."""
@@ -109,8 +118,10 @@ class AutocastVictim(_VictimWrapper):
         dtype: the autocast dtype (``torch.bfloat16``).
 
     Autocast runs convolutions and matrix products in ``dtype``; the input gradient comes back to the
-    float32 input through autocast's differentiable casts. Only calls of the wrapper run under
-    autocast: methods reached through it (``forward_list``, ``side_logits``) are the wrapped victim's.
+    float32 input through autocast's differentiable casts. Calls of the wrapper and its
+    :attr:`real_pipeline` (the engine's real-pipeline verdicts) run under autocast, so every verdict
+    of a bf16 attack is a bf16 one; other methods reached through it (``forward_list``,
+    ``side_logits``) are the wrapped victim's, in float32.
     """
 
     def __init__(self, victim: VictimFn, precision: str, dtype: torch.dtype) -> None:
@@ -123,8 +134,20 @@ class AutocastVictim(_VictimWrapper):
 
     def forward(self, images: torch.Tensor, *args: Any, **kwargs: Any) -> VictimOutput:
         """(R, 3, H, W) float32 -> :class:`VictimOutput` of float32 (R, 1, H, W) maps."""
+        return self._under_autocast(self.victim, images, *args, **kwargs)
+
+    @property
+    def real_pipeline(self) -> Callable[..., VictimOutput]:
+        """The wrapped victim's ``real_pipeline`` ((B, 3, H, W) in [0, 1] -> :class:`VictimOutput`,
+        :meth:`~medis.models.frontend.Victim.real_pipeline`) under this autocast, maps in float32;
+        missing (``AttributeError``) where the wrapped victim has none."""
+        pipeline = getattr(self.victim, "real_pipeline")
+        return lambda images, *args, **kwargs: self._under_autocast(pipeline, images, *args, **kwargs)
+
+    def _under_autocast(self, call: Callable[..., VictimOutput], images: torch.Tensor, *args: Any,
+                        **kwargs: Any) -> VictimOutput:
         with torch.autocast(device_type=images.device.type, dtype=self.dtype):
-            out = self.victim(images, *args, **kwargs)
+            out = call(images, *args, **kwargs)
         return output_to(out, torch.float32)
 
 
@@ -223,33 +246,42 @@ def compiled(victim: VictimFn, mode: str | None = None, backend: str | Callable 
     """The victim with its network compiled by ``torch.compile`` (forward and input backward).
 
     Args:
-        victim: a victim with a ``model`` network (:class:`~medis.models.frontend.Victim`).
+        victim: a victim with a ``model`` network (:class:`~medis.models.frontend.Victim`); the
+            network is frozen in place (eval mode, no parameter gradients).
         mode: ``torch.compile``'s mode (``None``/``default``, ``reduce-overhead`` (CUDA graphs),
             ``max-autotune``, ...).
-        backend: ``torch.compile``'s backend (Inductor; tests pass an AOTAutograd backend that
+        backend: ``torch.compile``'s backend (``engine.compile_backend``: Inductor; ``aot_eager``
+            traces the same graphs and compiles no kernels; tests pass an AOTAutograd backend that
             records the forward and backward graphs it is given).
 
     Returns:
-        A copy of the victim (see :func:`with_network`) whose ``model`` is the compiled network.
+        A copy of the victim (see :func:`with_network`) whose ``model`` is a
+        :class:`~medis.models.compiled_net.CompiledNet`.
 
     Only the network is compiled: it always sees (R, 3, S, S) at the network size S, whatever the
     images' sizes (the differentiable resize and the fusion stay eager), so shapes vary in the
     replica count R alone. R does vary: the active replicas shrink as they finish (compaction) and a
-    last chunk is smaller than ``max_batch``. ``dynamic=True`` therefore compiles one graph with a
-    symbolic batch instead of one per batch size (``dynamic=None`` would recompile once before turning
-    dynamic; ``False`` would recompile per size and fall back to eager after
-    ``torch._dynamo.config.recompile_limit`` sizes). Sizes 0 and 1 are still specialised (one more
-    graph for R = 1), and some CPU convolution kernels split the batch into a few ranges; eval/train
-    mode and the autocast state are guarded too (a bf16 call compiles its own graph). The first call
-    compiles: seconds for a small net, about 5 minutes for ``pranet_lite`` on a 2-core CPU (and as
-    long again for a recompilation); Inductor's cache (/tmp/torchinductor_<user>) serves later runs.
+    last chunk is smaller than ``max_batch``. The batch dimension is marked dynamic, so one graph
+    with a symbolic batch serves every size (static shapes would recompile per size and fall back
+    to eager after ``torch._dynamo.config.recompile_limit`` sizes; ``dynamic=True`` would make every
+    dimension symbolic and tie a batch equal to another dimension to it). Every other difference
+    between the network's calls (grad mode, the input's ``requires_grad`` and layout, a batch of
+    one, the weights' ``requires_grad``) is removed by
+    :class:`~medis.models.compiled_net.CompiledNet`, so a whole
+    ``attack.py`` run compiles ONE graph per victim and dtype (a test counts Dynamo's graphs over a
+    run, fp32 and bf16). The autocast state is part of the graph: under ``engine.precision=bf16``
+    every call of the victim runs under autocast (:class:`AutocastVictim`), so the one graph is the
+    bf16 one. The first call compiles: seconds for a small net, about 5 minutes for ``pranet_lite``
+    on a 2-core CPU; Inductor's cache (/tmp/torchinductor_<user>) serves later runs.
     """
     net = _network(victim)
-    return with_network(victim, torch.compile(net, mode=mode, dynamic=True, backend=backend))
+    layout = torch.channels_last if isinstance(net, ChannelsLastNet) else torch.contiguous_format
+    return with_network(victim, CompiledNet(net, mode, backend, memory_format=layout))
 
 
 def fast_victim(victim: VictimFn, *, channels_last: bool = False, compile: bool = False,
-                compile_mode: str | None = None, precision: str = "fp32") -> VictimFn:
+                compile_mode: str | None = None, precision: str = "fp32",
+                compile_backend: str | Callable = "inductor") -> VictimFn:
     """The fast-path options applied to ``victim`` (all off: ``victim`` itself).
 
     Order: channels-last first (the layout change is inside what gets compiled), then
@@ -259,13 +291,14 @@ def fast_victim(victim: VictimFn, *, channels_last: bool = False, compile: bool 
     Args:
         victim: (R, 3, H, W) in [0, 1] -> :class:`VictimOutput`; a ``model`` network is needed for
             ``channels_last`` and ``compile``.
-        channels_last, compile, compile_mode, precision: see :func:`with_memory_format`,
-            :func:`compiled` and :func:`with_precision` (``precision`` is checked first).
+        channels_last, compile, compile_mode, compile_backend, precision: see
+            :func:`with_memory_format`, :func:`compiled` and :func:`with_precision` (``precision`` is
+            checked first).
     """
     autocast_dtype(precision)  # a bad value fails before any work
     victim = with_memory_format(victim, channels_last)
     if compile:
-        victim = compiled(victim, compile_mode)
+        victim = compiled(victim, compile_mode, compile_backend)
     return with_precision(victim, precision)
 
 
@@ -276,21 +309,27 @@ class FastPath:
     Attributes:
         precision: ``fp32`` or ``bf16`` (:func:`with_precision`).
         channels_last: the network in channels-last memory format (:func:`with_memory_format`).
-        compile: ``torch.compile`` the network (:func:`compiled`), with ``compile_mode``.
+        compile: ``torch.compile`` the network (:func:`compiled`), with ``compile_mode`` and
+            ``compile_backend`` (one of :data:`COMPILE_BACKENDS`).
     """
 
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
     compile_mode: str | None = None
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         autocast_dtype(self.precision)  # a bad value fails before any work
         for key in ("channels_last", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"engine.{key} must be true or false, got {getattr(self, key)!r}")
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ConfigError(f"engine.compile_backend={self.compile_backend!r} must be one of "
+                              f"{', '.join(COMPILE_BACKENDS)}")
 
     def wrap(self, victim: VictimFn) -> VictimFn:
         """``victim`` with these options (:func:`fast_victim`); itself when all are off."""
         return fast_victim(victim, channels_last=self.channels_last, compile=self.compile,
-                           compile_mode=self.compile_mode, precision=self.precision)
+                           compile_mode=self.compile_mode, precision=self.precision,
+                           compile_backend=self.compile_backend)
