@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import medis.config.resolvers  # noqa: F401  (registers the resolvers and the target options)
-from medis.lightning.attack_module import _process_group_timeout
-from medis.runtime.finish_line import BEAT_EVERY_S, POLL_S, FinishLine, RankLost
+from medis.runtime.finish_line import BEAT_EVERY_S, POLL_S, FinishLine, RankLost, strategy_timeout_s
 
 from .conftest import CONF_DIR
 
@@ -88,7 +87,16 @@ def test_the_timeout_is_the_ddp_strategy_s_and_can_be_set() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         default = compose(config_name="attack", overrides=["trainer=ddp"])
         longer = compose(config_name="attack", overrides=["trainer=ddp", "trainer.strategy.timeout.minutes=240"])
-    assert _process_group_timeout(instantiate(default.trainer.strategy)) == 1800.0
+    assert strategy_timeout_s(instantiate(default.trainer.strategy)) == 1800.0
     strategy = instantiate(longer.trainer.strategy)
-    assert type(strategy).__name__ == "DDPStrategy" and _process_group_timeout(strategy) == 4 * 3600.0
-    assert _process_group_timeout(object()) == 1800.0  # a strategy without a process group: the default
+    assert type(strategy).__name__ == "DDPStrategy" and strategy_timeout_s(strategy) == 4 * 3600.0
+    assert strategy_timeout_s(object()) == 1800.0  # a strategy without a process group: the default
+
+
+def test_the_engine_s_progress_callback_beats_too(tmp_path: Path) -> None:
+    time = FakeTime()
+    rank = line(tmp_path, 0, time)
+    heard: list[int] = []
+    report = rank.beating(heard.append)
+    report(7)
+    assert heard == [7] and (tmp_path / ".rank0.beat").stat().st_mtime == pytest.approx(time.now)

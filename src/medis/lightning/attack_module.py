@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +42,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from medis.attacks.batching.loss_size import loss_shape
 from medis.attacks.composition import Attack
-from medis.attacks.engine import AttackResult, EngineOptions, StepProgress, run_attack
+from medis.attacks.engine import AttackResult, EngineOptions, run_attack
 from medis.attacks.ensemble import Cascade, Ensemble
 from medis.attacks.sanity import check_victim
 from medis.attacks.targets import TargetPool, same_as_ground_truth, target_kind
@@ -58,32 +58,14 @@ from medis.reporting.atomic import atomic_write_text
 from medis.reporting.gallery import DISPLAY_SIDE, display_copy
 from medis.reporting.shards import RECORDS_NAME, merge_shards, shard_path, stale_shards
 from medis.results.fusion import representative
-from medis.runtime.finish_line import FinishLine
 from medis.results.records import Record
 from medis.runtime.cpu_allocator import release_free_heap
+from medis.runtime.finish_line import FinishLine, strategy_timeout_s
 
 TRIM_EVERY = 1
 """Batches between two ``malloc_trim`` calls (:mod:`medis.runtime.cpu_allocator`): every batch (a trim costs
 milliseconds; every 16th batch left RSS growing 8% over the second half of bench/attack_memory.py,
 every batch 2.6%)."""
-
-
-DEFAULT_TIMEOUT_S = 1800.0
-"""A process group's timeout where the strategy names none (PyTorch's and Lightning's default, 30 min)."""
-
-
-def _process_group_timeout(strategy: Any) -> float:
-    """Seconds of the strategy's process group timeout (``trainer.strategy.timeout``, conf/trainer/ddp.yaml)."""
-    timeout = getattr(strategy, "_timeout", None)
-    return timeout.total_seconds() if timeout is not None else DEFAULT_TIMEOUT_S
-
-
-def _beating(report: Callable[[StepProgress], None], finish: FinishLine) -> Callable[[StepProgress], None]:
-    """The engine's progress callback ``report`` that also touches this rank's heartbeat at every step."""
-    def both(progress: StepProgress) -> None:
-        report(progress)
-        finish.beat()
-    return both
 
 
 class AttackModule(pl.LightningModule):
@@ -171,7 +153,7 @@ class AttackModule(pl.LightningModule):
                     if source == merged and world == 1:
                         self.records = kept
         if world > 1:
-            self._finish = FinishLine(self.output_dir, rank, world, _process_group_timeout(self.trainer.strategy))
+            self._finish = FinishLine(self.output_dir, rank, world, strategy_timeout_s(self.trainer.strategy))
             self._finish.start()
         if not self.resume:
             self._discard_old_records(merged, path, rank)
@@ -310,8 +292,7 @@ class AttackModule(pl.LightningModule):
             member, options = self.ensemble.member_for(member, kind.targeted), self.ensemble.options_for(options)
         if self._progress is not None:
             report = self._progress.reporter(f"{kind.name} · {member.name}")
-            options = dataclasses.replace(options, progress=report if self._finish is None else _beating(report,
-                                                                                                         self._finish))
+            options = dataclasses.replace(options, progress=report if self._finish is None else self._finish.beating(report))
         skip = {label: pick(flags) for label, flags in equal.items() if label in labels}
         warm = None if starts is None else [starts.get(i, (images[i], 0)) for i in todo]
         return run_attack(self.victim, pick(images), reference, member, target=kind, losses=loss_fns, options=options,

@@ -19,15 +19,25 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from medis.errors import MedisError
 
-__all__ = ["BEAT_EVERY_S", "FinishLine", "RankLost"]
+__all__ = ["BEAT_EVERY_S", "DEFAULT_TIMEOUT_S", "FinishLine", "RankLost", "strategy_timeout_s"]
 
 BEAT_EVERY_S = 10.0
 """Least seconds between two heartbeat touches of one rank (a touch is a metadata write)."""
 POLL_S = 2.0
 """Seconds between two looks at the folder by a waiting rank."""
+DEFAULT_TIMEOUT_S = 1800.0
+"""A process group's timeout where the strategy names none (PyTorch's and Lightning's default, 30 min)."""
+
+
+def strategy_timeout_s(strategy: Any) -> float:
+    """Seconds of a Lightning strategy's process group timeout (``trainer.strategy.timeout``,
+    conf/trainer/ddp.yaml), :data:`DEFAULT_TIMEOUT_S` where it names none."""
+    timeout = getattr(strategy, "_timeout", None)
+    return timeout.total_seconds() if timeout is not None else DEFAULT_TIMEOUT_S
 
 
 class RankLost(MedisError, RuntimeError):
@@ -69,6 +79,13 @@ class FinishLine:
             path.touch()
             os.utime(path, (now, now))
             self._last_beat = now
+
+    def beating(self, report: Callable[[Any], None]) -> Callable[[Any], None]:
+        """The engine's progress callback ``report`` that also beats at every step."""
+        def both(progress: Any) -> None:
+            report(progress)
+            self.beat()
+        return both
 
     def cross(self) -> None:
         """Say that this rank is done (its records are closed)."""
