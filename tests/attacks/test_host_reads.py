@@ -81,11 +81,7 @@ def reads_per_step(attack: Attack, target: str = "untargeted", max_batch: int = 
     return steps, sum(indexed)
 
 
-CASCADES = {"ensemble", "padam_sea"}  # their members' rules and losses are those of the single attacks
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in CASCADES else name
-                                  for name in ATTACK_FILES])
+@pytest.mark.parametrize("name", ATTACK_FILES)
 def test_every_attack_reads_the_host_once_per_step(name: str) -> None:
     attack = instantiate(composed(f"attack={name}").attack, _convert_="all")
     for member in attack.members if isinstance(attack, Ensemble) else (attack,):  # a cascade: each member
