@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
+from medis.lightning.train_job import _cpu_batchnorm
 from medis.reporting import read_records
 from medis.results import fusion
 
@@ -75,3 +78,24 @@ def test_a_rank_later_than_the_timeout_is_waited_for(tmp_path: Path) -> None:
     run = only("outputs/attack/runs/*", tmp_path)
     assert len({r["image_id"] for r in records_of(tmp_path)}) == 5
     assert not list(run.glob(".rank*")) and not list(run.glob("records.rank*.csv"))
+
+
+@pytest.mark.slow  # two training processes (~20 s)
+def test_training_runs_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """trainer=ddp trains PraNet (whose unused ImageNet classifier DDP must allow) on two gloo ranks,
+    with batch norm per rank (SyncBatchNorm needs CUDA modules), and saves its checkpoints."""
+    done = run_entry("train.py", tmp_path, "experiment=smoke_train", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "trainer.max_epochs=1", "logger=csv", images=IMAGES)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only("outputs/train/runs/*", tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_sync_batchnorm_is_dropped_only_on_cpu_ranks() -> None:
+    def trainer(**keys):
+        return OmegaConf.create({"sync_batchnorm": True, **keys})
+
+    assert _cpu_batchnorm(trainer(accelerator="cpu")) == {"sync_batchnorm": False}
+    assert _cpu_batchnorm(trainer(accelerator="gpu")) == {}
+    assert _cpu_batchnorm(OmegaConf.create({"accelerator": "cpu"})) == {}  # not asked for: nothing to drop
+    assert _cpu_batchnorm(trainer(accelerator="auto")) == ({} if torch.cuda.is_available() else {"sync_batchnorm": False})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -57,6 +58,20 @@ def build_loggers(cfg: DictConfig, identity: RunIdentity | None = None) -> list[
     return loggers
 
 
+def _cpu_batchnorm(trainer: DictConfig) -> dict[str, Any]:
+    """``{"sync_batchnorm": False}`` where ``trainer.sync_batchnorm`` is set (conf/trainer/ddp.yaml) but
+    the ranks run on CPUs (``accelerator=cpu``, or ``auto`` without CUDA): PyTorch's SyncBatchNorm
+    works with CUDA modules only, so each CPU rank keeps its own batch statistics. ``{}`` otherwise."""
+    if not trainer.get("sync_batchnorm"):
+        return {}
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        return {}
+    log.info("trainer.sync_batchnorm=true needs CUDA modules; the CPU ranks keep their own batch-norm statistics")
+    return {"sync_batchnorm": False}
+
+
 @contextlib.contextmanager
 def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     """The Trainer of a train or attack job: configured callbacks and loggers (CSV always), the
@@ -68,7 +83,8 @@ def job_trainer(cfg: DictConfig, **trainer_kwargs: Any) -> Iterator[pl.Trainer]:
     loggers = build_loggers(cfg, identity)
     callbacks = instantiate_all(cfg.get("callbacks"))
     try:
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_kwargs)
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
+                                          **_cpu_batchnorm(cfg.trainer), **trainer_kwargs)
     except Exception as err:  # noqa: BLE001 - only a missing accelerator package becomes a user error
         missing = err.__cause__ if isinstance(err.__cause__, ImportError) else err
         if not isinstance(missing, ImportError):
