@@ -100,3 +100,21 @@ def test_the_engine_s_progress_callback_beats_too(tmp_path: Path) -> None:
     report = rank.beating(heard.append)
     report(7)
     assert heard == [7] and (tmp_path / ".rank0.beat").stat().st_mtime == pytest.approx(time.now)
+
+
+def test_a_rank_that_stops_ends_the_wait_at_once_and_is_never_taken_for_done(tmp_path: Path) -> None:
+    """A rank stopped by a signal or an error (also while it waited, after saying it was done) leaves a
+    stop mark: the waiting ranks stop at once, not after the timeout; a new start forgets the mark."""
+    time = FakeTime()
+    early, stopping = line(tmp_path, 0, time), line(tmp_path, 1, time)
+    early.start(), stopping.start()
+    early.cross()
+    stopping.cross()
+    stopping.leave()  # e.g. SIGTERM while it waited for the others
+    assert not (tmp_path / ".rank1.done").exists()
+    start = time.now
+    with pytest.raises(RankLost, match=r"rank 1 of 2 stopped before the end \(see its log\).*resume=true"):
+        early.wait()
+    assert time.now == start  # no waiting
+    stopping.start()  # a resumed run
+    assert not (tmp_path / ".rank1.stopped").exists()

@@ -9,7 +9,8 @@ every tensor is on the host, so nothing can be measured directly.
 
 :class:`SimulatedDevice` is a ``TorchFunctionMode`` that keeps the distinction itself: a tensor is
 "on the host" when it was made by a factory without a ``device`` argument (``torch.arange(n)``,
-``torch.tensor(list)``), by ``.cpu()``/``.to("cpu")``, or by an op on host tensors only; every other
+``torch.tensor(list)``), by ``.cpu()``, or by an op on host tensors only (``.to(device)`` of any
+device, the CPU included, stands for an upload: on this machine the engine's device IS the CPU); every other
 tensor (the images given to the engine, a model's weights, factories given ``device=``, anything
 computed from one of them) is "on the device". It records each device-to-host read and each blocking
 host-to-device copy with its call site, so a test can count them per engine step.
@@ -28,11 +29,18 @@ from torch.utils.weak import WeakIdKeyDictionary
 Tensor = torch.Tensor
 
 READS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__int__, Tensor.__float__, Tensor.__index__,
-         Tensor.numpy, Tensor.cpu, torch.equal, Tensor.equal, Tensor.nonzero, torch.nonzero, torch.masked_select,
-         Tensor.masked_select, torch.unique, Tensor.unique, torch.bincount, Tensor.bincount, torch.argwhere,
-         Tensor.argwhere, torch.is_nonzero, Tensor.is_nonzero, Tensor.__format__, Tensor.__repr__}
+         Tensor.numpy, Tensor.__array__, Tensor.cpu, torch.equal, Tensor.equal, torch.allclose, Tensor.allclose,
+         Tensor.__contains__, Tensor.nonzero, torch.nonzero, torch.masked_select, Tensor.masked_select, torch.unique,
+         Tensor.unique, torch.unique_consecutive, Tensor.unique_consecutive, torch.bincount, Tensor.bincount,
+         torch.argwhere, Tensor.argwhere, torch.is_nonzero, Tensor.is_nonzero, Tensor.__format__, Tensor.__repr__}
 """Functions that read a device tensor's values on the host (or size their output by them)."""
+SIZED_BY_VALUES = {torch.where: 1, torch.repeat_interleave: 2, Tensor.repeat_interleave: 2,
+                   torch.nn.functional.one_hot: 1}
+"""Functions whose output size depends on the values when called with fewer arguments than these
+(``torch.where(cond)``, ``repeat_interleave`` with tensor repeats, ``one_hot`` without
+``num_classes``)."""
 MOVES = {Tensor.to, Tensor.cuda, Tensor.type_as}
+INDEXING = {Tensor.__getitem__, Tensor.__setitem__, Tensor.index_put_, Tensor.index_put, torch.index_put}
 FACTORIES_FROM_DATA = {torch.tensor, torch.as_tensor}
 
 
@@ -80,7 +88,8 @@ class SimulatedDevice(TorchFunctionMode):
         inputs = [leaf for leaf in tree_flatten((args, kwargs))[0] if isinstance(leaf, torch.Tensor)]
         device_inputs = [t for t in inputs if not self.on_host(t)]
         host_inputs = [t for t in inputs if self.on_host(t) and t.dim() > 0]
-        if device_inputs and (func in READS or (func is Tensor.__getitem__ and _masks(args[1:]))):
+        if device_inputs and (func in READS or _sized_by_values(func, args, kwargs)
+                              or (func in INDEXING and _masks(args[1:2]))):
             self._record("read", func)
         out = func(*args, **kwargs)
         if func in MOVES and inputs and self.on_host(inputs[0]):
@@ -96,11 +105,15 @@ class SimulatedDevice(TorchFunctionMode):
             return self._mark(_fresh(out, inputs[0]), True)
         if func is Tensor.cpu:
             return self._mark(_fresh(out, inputs[0]), True)
+        device = kwargs.get("device")
         if not inputs:  # a factory: on the device only where it is told so
-            device = kwargs.get("device")
             if device is not None and func in FACTORIES_FROM_DATA:
                 self._record("upload", func)
             return self._mark(out, device is None)
+        if device is not None:  # as_tensor(t, device=...), zeros_like(t, device=...), t.new_zeros(..., device=...)
+            if host_inputs and func in FACTORIES_FROM_DATA:
+                self._record("upload", func)
+            return self._mark(out, False)
         if device_inputs and host_inputs and func not in MOVES:
             self._record("upload", func)  # a host tensor used with device tensors is copied first
         if func is Tensor.__setitem__ and not self.on_host(inputs[0]) and host_inputs:
@@ -123,6 +136,19 @@ def _target_device(args, kwargs, mode: SimulatedDevice) -> str | None:
         if isinstance(value, (torch.device, str)):
             return "host" if str(value) == "host" else "device"
     return None
+
+
+def _sized_by_values(func, args, kwargs) -> bool:
+    """Whether ``func`` is called in its form whose output size depends on the input's values."""
+    if func not in SIZED_BY_VALUES:
+        return False
+    given = len(args) + sum(1 for key in ("other", "repeats", "num_classes", "input", "self") if key in kwargs)
+    if func is torch.nn.functional.one_hot:
+        return kwargs.get("num_classes", args[1] if len(args) > 1 else -1) in (-1, None)
+    if func in (torch.repeat_interleave, Tensor.repeat_interleave):
+        repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
+        return isinstance(repeats, torch.Tensor) and repeats.numel() > 1 and "output_size" not in kwargs
+    return given <= SIZED_BY_VALUES[func]
 
 
 def _masks(index) -> bool:

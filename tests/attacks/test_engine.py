@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medis.attacks import Attack, Budget, EngineOptions, run_attack
-from medis.attacks.engine.replicas import replica_losses, start_seed
+from medis.attacks.engine.replicas import Replicas, replica_losses, start_seed
 from medis.attacks.rules.pgd import PGD
+from medis.attacks.targets import target_kind
 from medis.errors import ConfigError
 from medis.losses import LossContext
 from medis.models.frontend import Victim
@@ -241,3 +242,21 @@ def test_replica_losses_need_loss_major_rows() -> None:
     assert (values[:2] < 10).all() and (values[2:] > 10).all()
     with pytest.raises(ValueError, match="non-decreasing"):
         replica_losses(out, reference, torch.tensor([0, 1, 0, 1]), losses, LossContext())
+
+
+@pytest.mark.parametrize(("batch", "n_losses"), [(1, 1), (2, 3), (3, 2)])
+def test_the_clean_image_of_any_rows_is_the_replicas_own(batch: int, n_losses: int) -> None:
+    """Replicas.clean: every slice (negative, empty, strided, across loss blocks), a device index and
+    the default give image_of's images (loss-major: replica r is image r mod B)."""
+    images = torch.rand(batch, 3, 4, 4)
+    count = batch * n_losses
+    state = Replicas(images, torch.zeros(count, 1, 4, 4), [f"l{k}" for k in range(n_losses)], Attack(),
+                     target_kind("untargeted"), 0, [str(i) for i in range(batch)], 3)
+    expected = images[torch.arange(count) % batch]
+    for start in range(-count, count + 1):
+        for stop in range(-count, count + 1):
+            for step in (None, 2):
+                rows = slice(start, stop, step)
+                assert torch.equal(state.clean(rows), expected[rows]), rows
+    index = torch.tensor([count - 1, 0])
+    assert torch.equal(state.clean(index), expected[index]) and torch.equal(state.clean(), expected)

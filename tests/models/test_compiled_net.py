@@ -67,6 +67,8 @@ def test_one_graph_for_every_calling_context_and_the_eager_values(channels_last:
     compiled = CompiledNet(net, backend="aot_eager",
                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert not any(p.requires_grad for p in compiled.parameters()) and not compiled.training
+    compiled.train()  # e.g. a Lightning module put in train mode around it: it stays an attack's victim
+    assert not compiled.training and not any(m.training for m in compiled.modules())
     got = every_context(compiled, x)
     got += every_context(compiled, torch.rand(5, 3, 16, 16))[:1]  # another replica count
     assert graphs() == 1

@@ -98,7 +98,11 @@ def run_attack_job(cfg: DictConfig) -> dict[str, Any]:
         module = build_attack_module(cfg)
         datamodule = instantiate(cfg.data)
         with job_trainer(cfg, inference_mode=False) as trainer:
-            trainer.test(module, datamodule=datamodule)
+            try:
+                trainer.test(module, datamodule=datamodule)
+            except BaseException:
+                module.leave_finish_line()  # other ranks waiting for this one stop at once
+                raise
     if stop.signum is not None:  # the fusion callback wrote the partial summary; W&B is closed
         run = cfg.paths.output_dir
         again = resume_command("attack.py", ["hydra.run.dir", "resume"], [f"hydra.run.dir={run}", "resume=true"])

@@ -350,6 +350,11 @@ class AttackModule(pl.LightningModule):
         """``stopped by <cause> after K of N images`` (``cause``: ``SIGTERM``, ``SIGINT``, ...)."""
         return f"stopped by {cause} after {self.images_done} of {self.total_images} images"
 
+    def leave_finish_line(self) -> None:
+        """Several ranks: say that this one stopped before the end (:meth:`FinishLine.leave`)."""
+        if self._finish is not None:
+            self._finish.leave()
+
     def close_records(self) -> None:
         """Close this rank's record file (every row written so far is whole and on disk)."""
         if self._writer is not None:

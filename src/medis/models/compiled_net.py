@@ -68,6 +68,11 @@ class CompiledNet(nn.Module):
         self.memory_format = memory_format
         self.eval()
 
+    def train(self, mode: bool = True) -> "CompiledNet":
+        """Stays in eval mode whatever is asked (a compiled victim is an attack's: batch norm's running
+        statistics, no dropout; a train-mode call would also compile another graph)."""
+        return super().train(False)
+
     @property
     def _orig_mod(self) -> nn.Module:
         """The compiled module (``torch.compile``'s ``OptimizedModule``), for code that walks wrappers

@@ -8,7 +8,8 @@ timeout (30 minutes by default) is then a bound on the imbalance of a whole run:
 exceeds it and the run dies at its merge. Instead, each rank leaves a mark in the run folder when
 it is done (``.rank<r>.done``) and touches a heartbeat while it works (``.rank<r>.beat``, at most
 every :data:`BEAT_EVERY_S`, at every engine step and batch end); a waiting rank polls the folder until
-every rank is done. The timeout bounds the silence of a rank (no step for that long: it died or
+every rank is done. A rank that stops before the end (a signal, an error) leaves ``.rank<r>.stopped``
+instead, and the waiting ranks stop at once. The timeout bounds the silence of a rank (no step for that long: it died or
 hangs), not its lateness. The folder is the run folder, which the ranks share already (rank 0
 merges the other ranks' record shards from it), on every node of a multi-node run too.
 """
@@ -29,6 +30,8 @@ BEAT_EVERY_S = 10.0
 """Least seconds between two heartbeat touches of one rank (a touch is a metadata write)."""
 POLL_S = 2.0
 """Seconds between two looks at the folder by a waiting rank."""
+MARKS = ("done", "beat", "stopped")
+"""The kinds of mark a rank leaves (``.rank<r>.<kind>``)."""
 DEFAULT_TIMEOUT_S = 1800.0
 """A process group's timeout where the strategy names none (PyTorch's and Lightning's default, 30 min)."""
 
@@ -67,7 +70,7 @@ class FinishLine:
     def start(self) -> None:
         """Remove this rank's marks of an earlier (interrupted) run and beat once. Call it before the
         ranks' first barrier, so that no rank can read another's old mark as this run's."""
-        for kind in ("done", "beat"):
+        for kind in MARKS:
             self._mark(self.rank, kind).unlink(missing_ok=True)
         self.beat(force=True)
 
@@ -91,6 +94,12 @@ class FinishLine:
         """Say that this rank is done (its records are closed)."""
         self._mark(self.rank, "done").touch()
 
+    def leave(self) -> None:
+        """Say that this rank stopped before the end (a signal, an error; also while it waited): the
+        waiting ranks stop at once instead of after the timeout, and none takes it for done."""
+        self._mark(self.rank, "done").unlink(missing_ok=True)
+        self._mark(self.rank, "stopped").touch()
+
     def wait(self) -> None:
         """Return once every rank is done.
 
@@ -100,6 +109,10 @@ class FinishLine:
         """
         waiting_since = self.clock()
         while True:
+            stopped = [r for r in range(self.world) if r != self.rank and self._mark(r, "stopped").exists()]
+            if stopped:
+                raise RankLost(f"rank {stopped[0]} of {self.world} stopped before the end (see its log); the records "
+                               f"so far are in {self.folder}; rerun with resume=true")
             pending = [r for r in range(self.world) if not self._mark(r, "done").exists()]
             if not pending:
                 return
@@ -117,5 +130,5 @@ class FinishLine:
     def clear(self) -> None:
         """Remove every rank's marks (rank 0, once all ranks have passed the end)."""
         for r in range(self.world):
-            for kind in ("done", "beat"):
+            for kind in MARKS:
                 self._mark(r, kind).unlink(missing_ok=True)

@@ -161,10 +161,12 @@ class Replicas:
         if rows is None:
             rows = slice(0, self.count)
         if isinstance(rows, slice):
-            start, stop, _ = rows.indices(self.count)
+            start, stop, step = rows.indices(self.count)
             batch = self.images.shape[0]
-            if stop <= start or (stop - start <= batch and start // batch == (stop - 1) // batch):
-                return self.images[start % batch:start % batch + max(stop - start, 0)]
+            if stop <= start:
+                return self.images[:0]
+            if step == 1 and stop - start <= batch and start // batch == (stop - 1) // batch:
+                return self.images[start % batch:start % batch + stop - start]
             return self.images[self.image_on_device[rows]]
         if rows.device == self.images.device:
             return self.images[self.image_on_device[rows]]
