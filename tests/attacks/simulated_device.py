@@ -34,11 +34,6 @@ READS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__int__, Tensor.__f
          Tensor.unique, torch.unique_consecutive, Tensor.unique_consecutive, torch.bincount, Tensor.bincount,
          torch.argwhere, Tensor.argwhere, torch.is_nonzero, Tensor.is_nonzero, Tensor.__format__, Tensor.__repr__}
 """Functions that read a device tensor's values on the host (or size their output by them)."""
-SIZED_BY_VALUES = {torch.where: 1, torch.repeat_interleave: 2, Tensor.repeat_interleave: 2,
-                   torch.nn.functional.one_hot: 1}
-"""Functions whose output size depends on the values when called with fewer arguments than these
-(``torch.where(cond)``, ``repeat_interleave`` with tensor repeats, ``one_hot`` without
-``num_classes``)."""
 MOVES = {Tensor.to, Tensor.cuda, Tensor.type_as}
 INDEXING = {Tensor.__getitem__, Tensor.__setitem__, Tensor.index_put_, Tensor.index_put, torch.index_put}
 FACTORIES_FROM_DATA = {torch.tensor, torch.as_tensor}
@@ -116,8 +111,6 @@ class SimulatedDevice(TorchFunctionMode):
             return self._mark(out, False)
         if device_inputs and host_inputs and func not in MOVES:
             self._record("upload", func)  # a host tensor used with device tensors is copied first
-        if func is Tensor.__setitem__ and not self.on_host(inputs[0]) and host_inputs:
-            return out
         return self._mark(out, not device_inputs)
 
     def _mark(self, out, host: bool):
@@ -139,16 +132,17 @@ def _target_device(args, kwargs, mode: SimulatedDevice) -> str | None:
 
 
 def _sized_by_values(func, args, kwargs) -> bool:
-    """Whether ``func`` is called in its form whose output size depends on the input's values."""
-    if func not in SIZED_BY_VALUES:
-        return False
-    given = len(args) + sum(1 for key in ("other", "repeats", "num_classes", "input", "self") if key in kwargs)
-    if func is torch.nn.functional.one_hot:
-        return kwargs.get("num_classes", args[1] if len(args) > 1 else -1) in (-1, None)
+    """Whether ``func`` is called in a form whose output size depends on the input's values:
+    ``torch.where(cond)``, ``repeat_interleave`` with tensor repeats (no ``output_size``),
+    ``one_hot`` without ``num_classes``."""
+    if func is torch.where:
+        return len(args) + len(kwargs) == 1
     if func in (torch.repeat_interleave, Tensor.repeat_interleave):
         repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
         return isinstance(repeats, torch.Tensor) and repeats.numel() > 1 and "output_size" not in kwargs
-    return given <= SIZED_BY_VALUES[func]
+    if func is torch.nn.functional.one_hot:
+        return kwargs.get("num_classes", args[1] if len(args) > 1 else -1) in (-1, None)
+    return False
 
 
 def _masks(index) -> bool:

@@ -157,7 +157,7 @@ class AttackModule(pl.LightningModule):
             self._finish.start()
         if not self.resume:
             self._discard_old_records(merged, path, rank)
-        elif world > 1:
+        if world > 1:  # no rank writes before every rank has cleaned (or read) the run's files
             self.trainer.strategy.barrier("medis-records-clean")
         self._writer = RecordWriter(path)
         self.total_images = len(self.trainer.datamodule.dataset("test"))
@@ -173,8 +173,6 @@ class AttackModule(pl.LightningModule):
             for path in [merged, *stale_shards(self.output_dir)]:
                 if path.exists() and path != own:
                     path.unlink()
-        if self.trainer.world_size > 1:
-            self.trainer.strategy.barrier("medis-records-clean")
 
     def _scan_test_masks(self) -> None:
         """One pass over the masks of the whole test split (targets come from the whole set, not

@@ -61,9 +61,7 @@ class CompiledNet(nn.Module):
     def __init__(self, net: nn.Module, mode: str | None = None, backend: str | Callable = "inductor",
                  memory_format: torch.memory_format = torch.contiguous_format) -> None:
         super().__init__()
-        net.eval()
-        for parameter in net.parameters():
-            parameter.requires_grad_(False)
+        net.eval().requires_grad_(False)
         self.compiled = torch.compile(net, mode=mode, backend=backend)  # the batch dim: dynamic per call
         self.memory_format = memory_format
         self.eval()
